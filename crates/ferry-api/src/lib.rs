@@ -1,0 +1,277 @@
+//! Every JSON shape of Ferry's REST API, and a typed client for it.
+//!
+//! **API Boundary:** this crate depends on no other Ferry crate, so the CLI (and any
+//! third-party tool) can talk to a server without compiling the engine. The server converts
+//! its internal types into these by hand; a change here is a change to the public API.
+
+mod client;
+
+pub use client::{Client, ClientError};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `not_found` or `invalid_pipeline`.
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+    /// Further detail, such as the diagnostics of an invalid ferry.yaml.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+    /// Present on server errors: quote it when reporting a problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    pub name: String,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectCreate {
+    /// `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
+    pub name: String,
+    /// A git URL or a local path to a git repository.
+    pub repo: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    pub name: String,
+    pub repo: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Pipeline {
+    pub name: String,
+    /// Path of its ferry.yaml in the repository.
+    pub path: String,
+    pub environments: Vec<String>,
+    /// Diagnostics when the file is invalid at this commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PipelineList {
+    pub commit: String,
+    pub pipelines: Vec<Pipeline>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunCreate {
+    /// Branch, tag or commit id; the repository's default branch when absent.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Pipeline name; optional when the project has exactly one.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub id: i64,
+    pub project: String,
+    pub number: i64,
+    pub pipeline: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub commit: String,
+    /// One of Queued, InProgress, WaitingForApproval, Succeeded, Failed, Stopping, Stopped,
+    /// Cancelled, Superseded, Interrupted.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub triggered_by: String,
+    /// The environment this run queues for, when it waits for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+impl Run {
+    /// Whether the run can change no more.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "Succeeded" | "Failed" | "Stopped" | "Cancelled" | "Superseded" | "Interrupted")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Action {
+    pub id: i64,
+    pub name: String,
+    /// `terraform_init`, `terraform_validate`, `terraform_plan`, `terraform_apply` or `command`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stage {
+    pub id: i64,
+    pub environment: String,
+    /// validate, plan, policy, test, approval, apply or verify.
+    pub kind: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResourceChange {
+    pub address: String,
+    /// create, update, delete, replace or read.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanSummary {
+    pub environment: String,
+    /// SHA-256 of the saved plan file; apply uses exactly this file.
+    pub sha256: String,
+    pub add: u32,
+    pub change: u32,
+    pub destroy: u32,
+    pub has_changes: bool,
+    pub resources: Vec<ResourceChange>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Approval {
+    pub environment: String,
+    /// approve or reject.
+    pub decision: String,
+    pub comment: String,
+    pub actor: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: Run,
+    pub stages: Vec<Stage>,
+    pub plans: Vec<PlanSummary>,
+    pub approvals: Vec<Approval>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalCreate {
+    pub environment: String,
+    /// approve or reject.
+    pub decision: String,
+    /// Why; required.
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct LogLine {
+    /// Run-wide line sequence number, from 1.
+    pub seq: u64,
+    /// The action that wrote the line (0 for Ferry's own run-level lines).
+    pub action: i64,
+    /// Line number within the action.
+    pub n: u64,
+    pub ts: String,
+    /// out, err or sys (a line Ferry wrote).
+    pub stream: String,
+    pub text: String,
+    /// The line continues the previous one (a line longer than 64 KiB is split).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    /// Byte offset to pass as `offset` to continue.
+    pub next_offset: u64,
+    /// The run is finished and every line has been returned.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentQueue {
+    pub project: String,
+    pub pipeline: String,
+    pub environment: String,
+    /// The run holding the environment (from its plan through its apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<String>,
+    /// Runs waiting for it, first in line first.
+    pub waiting: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    pub name: String,
+    /// Admin tokens may manage tokens.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    pub name: String,
+    /// The first characters, to recognise it.
+    pub hint: String,
+    pub admin: bool,
+    pub created_at: String,
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub token: Token,
+    /// The token itself: shown once, never stored by Ferry.
+    pub secret: String,
+}

@@ -1,0 +1,526 @@
+//! The driver of one run: acquire each environment in turn, execute its stages' actions,
+//! wait for approvals, and record every outcome.
+//!
+//! The loop re-reads the run at each step and acts on the first unfinished stage; it keeps
+//! no progress of its own, which is what makes resuming after a restart trivial.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ferry_core::{ActionEvent, Actor, RunEvent, RunId, RunStatus, StageEvent, StageKind, StageStatus};
+use ferry_executor::{ActionLog, Command, Outcome, RunLog, Stream};
+use ferry_spec::{ExecutionMode, PipelineSpec};
+use ferry_store::{Action, Hold, Plan, Run, RunDetail, Stage};
+use sha2::{Digest, Sha256};
+
+use crate::terraform::{self, PlanSummary};
+use crate::{stages, Engine, Error, Result, RunHandle, StopReason};
+
+/// What woke a waiting driver.
+enum Wake {
+    Changed,
+    Cancelled,
+    Shutdown,
+}
+
+/// Everything a driver sets up once per run.
+struct Ctx {
+    spec: PipelineSpec,
+    log: RunLog,
+    workdir: PathBuf,
+    binary: Option<PathBuf>,
+}
+
+impl Ctx {
+    fn src(&self) -> PathBuf {
+        self.workdir.join("src")
+    }
+}
+
+pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) -> Result<()> {
+    let store = engine.store();
+    let run = store.run(run_id).await?;
+    let lowered = ferry_spec::lower(&run.pipeline_path, &run.spec_yaml);
+    let Some(spec) = lowered.spec else {
+        let reason = format!("{} no longer lowers: {}", run.pipeline_path, lowered.errors().map(|d| d.to_string()).collect::<Vec<_>>().join("; "));
+        store.transition_run(run_id, RunEvent::Fail, Some(&reason), None).await?;
+        return Ok(());
+    };
+    let log = RunLog::open(&engine.log_path(run_id)).await?;
+    *handle.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(log.subscribe());
+    let workdir = engine.data_dir().join("work").join(format!("run-{run_id}"));
+    let mut ctx = Ctx { spec, log, workdir, binary: None };
+    let mut changed = engine.inner.changed.subscribe();
+    let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed).await;
+    let _ = ctx.log.action(0).flush().await;
+    let finished = store.run(run_id).await.map(|r| r.status.is_terminal()).unwrap_or(false);
+    if finished {
+        let _ = tokio::fs::remove_dir_all(&ctx.workdir).await;
+    }
+    result
+}
+
+async fn drive_loop(
+    engine: &Engine,
+    run_id: RunId,
+    handle: &RunHandle,
+    ctx: &mut Ctx,
+    changed: &mut tokio::sync::watch::Receiver<u64>,
+) -> Result<()> {
+    let store = engine.store();
+    loop {
+        if engine.inner.shutting_down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let detail = store.run_detail(run_id).await?;
+        let run = &detail.run;
+        if run.status.is_terminal() {
+            return Ok(());
+        }
+        if handle.cancel.is_cancelled() {
+            stop(engine, handle, run_id, None).await?;
+            continue;
+        }
+        let Some(stage) = detail.stages.iter().find(|s| !s.status.is_terminal()).cloned() else {
+            sys(ctx, 0, "run succeeded").await;
+            store.transition_run(run_id, RunEvent::Succeed, None, None).await?;
+            return Ok(());
+        };
+        let env_name = stage.environment.clone();
+        let first_of_env = detail.stages.iter().find(|s| s.environment == env_name).map(|s| s.id) == Some(stage.id);
+        if stage.status == StageStatus::Pending && first_of_env {
+            match hold_environment(engine, handle, ctx, run, &env_name, changed).await? {
+                Some(Wake::Changed) => {}
+                Some(Wake::Cancelled) => continue,
+                Some(Wake::Shutdown) | None => return Ok(()),
+            }
+            if store.run(run_id).await?.status == RunStatus::Queued {
+                store.transition_run(run_id, RunEvent::Start, None, None).await?;
+            }
+        }
+        match (stage.kind, stage.status) {
+            (StageKind::Approval | StageKind::Apply, StageStatus::Pending) if !plan_has_changes(&detail, &env_name) => {
+                store.transition_stage(stage.id, StageEvent::Skip, Some("the plan has no changes")).await?;
+                if stage.kind == StageKind::Apply {
+                    sys(ctx, 0, &format!("{env_name}: no changes, nothing to apply")).await;
+                    store.release_environment(run_id, &env_name).await?;
+                    engine.notify_changed();
+                }
+            }
+            (StageKind::Approval, StageStatus::Pending) => {
+                store.transition_stage(stage.id, StageEvent::Start, None).await?;
+                store.await_approval(run_id, stage.id).await?;
+                sys(ctx, 0, &format!("{env_name}: waiting for approval (ferry approve {run_id} --env {env_name} -m \"...\")")).await;
+                engine.notify_changed();
+            }
+            (StageKind::Approval, StageStatus::WaitingForApproval) => match wait(engine, handle, changed).await {
+                Wake::Changed => {}
+                Wake::Cancelled => continue,
+                Wake::Shutdown => return Ok(()),
+            },
+            (_, StageStatus::Pending) => {
+                let actions: Vec<Action> = detail.actions.iter().filter(|a| a.stage_id == stage.id).cloned().collect();
+                if !execute_stage(engine, handle, ctx, run, &stage, &actions).await? {
+                    return Ok(());
+                }
+            }
+            (_, status) => {
+                // Only a crash leaves a stage mid-way, and recovery interrupts such runs first.
+                let reason = format!("stage {} of {env_name} was found {status}", stage.kind);
+                store.transition_run(run_id, RunEvent::Interrupt, Some(&reason), None).await?;
+            }
+        }
+    }
+}
+
+fn plan_has_changes(detail: &RunDetail, environment: &str) -> bool {
+    let plan = detail.plans.iter().find(|p| p.environment == environment);
+    plan.is_none_or(|p| p.has_changes)
+}
+
+/// Waits until something changes, the run is cancelled, or the server shuts down.
+async fn wait(engine: &Engine, handle: &RunHandle, changed: &mut tokio::sync::watch::Receiver<u64>) -> Wake {
+    if engine.inner.shutting_down.load(Ordering::SeqCst) {
+        return Wake::Shutdown;
+    }
+    tokio::select! {
+        _ = changed.changed() => {
+            if engine.inner.shutting_down.load(Ordering::SeqCst) { Wake::Shutdown } else { Wake::Changed }
+        }
+        _ = handle.cancel.cancelled() => Wake::Cancelled,
+        // A safety net: re-check now and then even if a wake-up was somehow missed.
+        _ = tokio::time::sleep(Duration::from_secs(2)) => Wake::Changed,
+    }
+}
+
+/// Queues for `environment` until this run holds it. In `superseded` mode, older runs still
+/// waiting for it are superseded first. Returns `None` when the run ended meanwhile.
+async fn hold_environment(
+    engine: &Engine,
+    handle: &RunHandle,
+    ctx: &mut Ctx,
+    run: &Run,
+    environment: &str,
+    changed: &mut tokio::sync::watch::Receiver<u64>,
+) -> Result<Option<Wake>> {
+    let store = engine.store();
+    let env_spec = ctx.spec.environment(environment).ok_or_else(|| Error::InvalidPipeline {
+        path: run.pipeline_path.clone(),
+        diagnostics: vec![format!("environment `{environment}` is not in the pipeline")],
+    })?;
+    if ctx.spec.mode_for(env_spec) == ExecutionMode::Superseded {
+        let superseded = store.supersede_older(run.id, environment).await?;
+        if !superseded.is_empty() {
+            let ids: Vec<String> = superseded.iter().map(ToString::to_string).collect();
+            sys(ctx, 0, &format!("{environment}: superseded older runs {}", ids.join(", "))).await;
+            engine.notify_changed();
+        }
+    }
+    let mut announced = false;
+    loop {
+        match store.acquire_environment(run.id, environment).await? {
+            Hold::Acquired => {
+                engine.notify_changed();
+                return Ok(Some(Wake::Changed));
+            }
+            Hold::RunFinished(_) => return Ok(None),
+            Hold::Waiting { holder } => {
+                if !announced {
+                    let by = holder.map(|h| format!(" (held by run {h})")).unwrap_or_default();
+                    sys(ctx, 0, &format!("{environment}: waiting for the environment{by}")).await;
+                    announced = true;
+                }
+                match wait(engine, handle, changed).await {
+                    Wake::Changed => {}
+                    other => return Ok(Some(other)),
+                }
+            }
+        }
+    }
+}
+
+/// Ends the run because its token fired: cancelled by someone, or cut by shutdown.
+async fn stop(engine: &Engine, handle: &RunHandle, run_id: RunId, _running: Option<()>) -> Result<()> {
+    let reason = handle.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let store = engine.store();
+    match reason {
+        Some(StopReason::Shutdown) => {
+            store.transition_run(run_id, RunEvent::Interrupt, Some("the server shut down"), Some(&Actor::system("shutdown"))).await?;
+        }
+        Some(StopReason::Cancel(actor)) => {
+            let reason = format!("cancelled by {}", actor.name);
+            store.transition_run(run_id, RunEvent::Cancel, Some(&reason), Some(&actor)).await?;
+        }
+        None => {
+            store.transition_run(run_id, RunEvent::Cancel, Some("cancelled"), Some(&Actor::system("engine"))).await?;
+        }
+    }
+    engine.notify_changed();
+    Ok(())
+}
+
+/// Runs a stage's actions in order. Returns `false` when the driver should exit (shutdown).
+async fn execute_stage(
+    engine: &Engine,
+    handle: &RunHandle,
+    ctx: &mut Ctx,
+    run: &Run,
+    stage: &Stage,
+    actions: &[Action],
+) -> Result<bool> {
+    let store = engine.store();
+    store.transition_stage(stage.id, StageEvent::Start, None).await?;
+    sys(ctx, 0, &format!("{}: stage {} started", stage.environment, stage.kind)).await;
+    for action in actions {
+        if handle.cancel.is_cancelled() {
+            stop(engine, handle, run.id, None).await?;
+            return Ok(true);
+        }
+        if engine.inner.shutting_down.load(Ordering::SeqCst) {
+            let reason = format!("the server shut down during stage {} of {}", stage.kind, stage.environment);
+            store.transition_run(run.id, RunEvent::Interrupt, Some(&reason), Some(&Actor::system("shutdown"))).await?;
+            return Ok(false);
+        }
+        store.start_action(action.id).await?;
+        let started = Instant::now();
+        let result = run_action(engine, handle, ctx, run, stage, action).await;
+        let elapsed = started.elapsed();
+        let outcome_label = match &result {
+            Ok(o) if o.success() => "succeeded",
+            Ok(Outcome::Cancelled) => "cancelled",
+            _ => "failed",
+        };
+        if let Some(observer) = engine.inner.observer.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            observer(&action.kind, outcome_label, elapsed);
+        }
+        match result {
+            Ok(outcome) if outcome.success() => {
+                store.finish_action(action.id, ActionEvent::Succeed, Some(0), None).await?;
+            }
+            Ok(Outcome::Cancelled) => {
+                let shutdown = matches!(*handle.reason.lock().unwrap_or_else(|e| e.into_inner()), Some(StopReason::Shutdown));
+                let event = if shutdown { ActionEvent::Interrupt } else { ActionEvent::Cancel };
+                sys(ctx, action.id.0, if shutdown { "interrupted by server shutdown" } else { "cancelled" }).await;
+                store.finish_action(action.id, event, None, None).await?;
+                stop(engine, handle, run.id, None).await?;
+                return Ok(!shutdown);
+            }
+            Ok(outcome) => {
+                let describe = outcome.describe();
+                sys(ctx, action.id.0, &format!("`{}` failed: {describe}", action.name)).await;
+                let code = match outcome {
+                    Outcome::Exited(code) => Some(code),
+                    _ => None,
+                };
+                fail(engine, run, stage, action, code, &describe).await?;
+                return Ok(true);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                sys(ctx, action.id.0, &format!("`{}` could not run: {message}", action.name)).await;
+                fail(engine, run, stage, action, None, &message).await?;
+                return Ok(true);
+            }
+        }
+    }
+    store.transition_stage(stage.id, StageEvent::Succeed, None).await?;
+    sys(ctx, 0, &format!("{}: stage {} succeeded", stage.environment, stage.kind)).await;
+    if stage.kind == StageKind::Apply {
+        store.release_environment(run.id, &stage.environment).await?;
+        engine.notify_changed();
+    }
+    Ok(true)
+}
+
+async fn fail(engine: &Engine, run: &Run, stage: &Stage, action: &Action, code: Option<i32>, describe: &str) -> Result<()> {
+    let store = engine.store();
+    store.finish_action(action.id, ActionEvent::Fail, code, Some(describe)).await?;
+    let reason = format!("{} {}: `{}` failed: {describe}", stage.environment, stage.kind, action.name);
+    store.transition_stage(stage.id, StageEvent::Fail, Some(&reason)).await?;
+    store.transition_run(run.id, RunEvent::Fail, Some(&reason), None).await?;
+    engine.notify_changed();
+    Ok(())
+}
+
+async fn sys(ctx: &mut Ctx, action: i64, text: &str) {
+    let mut log = ctx.log.action(action);
+    if let Err(error) = log.line(Stream::Sys, text).await {
+        tracing::warn!(%error, "could not write to the run log");
+    }
+    let _ = log.flush().await;
+}
+
+/// Executes one action: a user command, or a built-in Terraform step.
+async fn run_action(engine: &Engine, handle: &RunHandle, ctx: &mut Ctx, run: &Run, stage: &Stage, action: &Action) -> Result<Outcome> {
+    let deadline = Instant::now() + Duration::from_millis(action.timeout_ms.max(0) as u64);
+    let binary = match &ctx.binary {
+        Some(b) => b.clone(),
+        None => {
+            let found = terraform::check_binary(&ctx.spec.terraform, &engine.inner.config.path_var).await?;
+            ctx.binary = Some(found.path.clone());
+            found.path
+        }
+    };
+    let env_name = stage.environment.clone();
+    let tf_data = ctx.workdir.join("tf").join(&env_name);
+    let tf_dir = prepare_workspace(engine, ctx, run, action, &env_name).await?;
+    let env = action_env(engine, ctx, run, stage, &tf_data);
+    let bin = binary.to_string_lossy().into_owned();
+    let tf = |args: &[&str]| {
+        let mut argv = vec![bin.clone()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        Command::Argv(argv)
+    };
+    // A fresh workspace (a run resumed after a restart) must be initialised before use.
+    if action.kind != stages::INIT && !tf_data.exists() {
+        let outcome = exec(engine, handle, ctx, action, tf(&["init", "-input=false", "-no-color"]), &tf_dir, &env, deadline).await?;
+        if !outcome.success() {
+            return Ok(outcome);
+        }
+    }
+    match action.kind.as_str() {
+        stages::INIT => exec(engine, handle, ctx, action, tf(&["init", "-input=false", "-no-color"]), &tf_dir, &env, deadline).await,
+        stages::VALIDATE => exec(engine, handle, ctx, action, tf(&["validate", "-no-color"]), &tf_dir, &env, deadline).await,
+        stages::COMMAND => {
+            let command = action.command.clone().unwrap_or_default();
+            exec(engine, handle, ctx, action, Command::Shell(command), &tf_dir, &env, deadline).await
+        }
+        stages::PLAN => plan(engine, handle, ctx, run, action, &env_name, &bin, &tf_dir, &env, deadline).await,
+        stages::APPLY => {
+            let plan = engine.store().plan(run.id, &env_name).await?.ok_or_else(|| {
+                Error::Io(std::io::Error::other(format!("no plan recorded for {env_name}; refusing to apply")))
+            })?;
+            verify_plan_file(&plan).await?;
+            sys(ctx, action.id.0, &format!("applying the plan with sha256 {}", plan.sha256)).await;
+            exec(engine, handle, ctx, action, tf(&["apply", "-input=false", "-no-color", &plan.plan_path]), &tf_dir, &env, deadline).await
+        }
+        other => Err(Error::Io(std::io::Error::other(format!("unknown action kind `{other}`")))),
+    }
+}
+
+/// The plan that gets applied must be byte-identical to the one that was planned.
+async fn verify_plan_file(plan: &Plan) -> Result<()> {
+    let bytes = tokio::fs::read(&plan.plan_path).await?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    if digest != plan.sha256 {
+        return Err(Error::Io(std::io::Error::other(format!(
+            "the stored plan file's sha256 is {digest}, not the planned {}; refusing to apply",
+            plan.sha256
+        ))));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan(
+    engine: &Engine,
+    handle: &RunHandle,
+    ctx: &mut Ctx,
+    run: &Run,
+    action: &Action,
+    env_name: &str,
+    bin: &str,
+    tf_dir: &Path,
+    env: &[(String, String)],
+    deadline: Instant,
+) -> Result<Outcome> {
+    let dir = engine.data_dir().join("plans").join(format!("run-{}", run.id));
+    tokio::fs::create_dir_all(&dir).await?;
+    let plan_path = dir.join(format!("{env_name}.tfplan"));
+    let json_path = dir.join(format!("{env_name}.json"));
+    let plan_arg = format!("-out={}", plan_path.display());
+    let mut argv = vec![bin.to_owned(), "plan".into(), "-input=false".into(), "-no-color".into(), plan_arg];
+    if let Some(vars) = ctx.spec.environment(env_name).and_then(|e| e.vars_file.clone()) {
+        argv.push(format!("-var-file={vars}"));
+    }
+    let outcome = exec(engine, handle, ctx, action, Command::Argv(argv), tf_dir, env, deadline).await?;
+    if !outcome.success() {
+        return Ok(outcome);
+    }
+    // `terraform show -json` goes to a file, not the log: it can be large and holds values.
+    let show = Command::Argv(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        r#"exec "$0" show -json -no-color "$1" > "$2""#.into(),
+        bin.to_owned(),
+        plan_path.to_string_lossy().into_owned(),
+        json_path.to_string_lossy().into_owned(),
+    ]);
+    let outcome = exec(engine, handle, ctx, action, show, tf_dir, env, deadline).await?;
+    if !outcome.success() {
+        return Ok(outcome);
+    }
+    let plan_bytes = tokio::fs::read(&plan_path).await?;
+    let sha256 = hex::encode(Sha256::digest(&plan_bytes));
+    let json: serde_json::Value = serde_json::from_slice(&tokio::fs::read(&json_path).await?)
+        .map_err(|e| Error::Io(std::io::Error::other(format!("terraform show -json gave invalid JSON: {e}"))))?;
+    let summary = PlanSummary::from_plan_json(&json);
+    let has_changes = summary.has_changes();
+    sys(ctx, action.id.0, &format!("plan for {env_name}: {} (sha256 {sha256})", summary.short())).await;
+    engine
+        .store()
+        .record_plan(&Plan {
+            run_id: run.id,
+            environment: env_name.to_owned(),
+            sha256,
+            has_changes,
+            summary: serde_json::to_string(&summary).unwrap_or_default(),
+            plan_path: plan_path.to_string_lossy().into_owned(),
+            json_path: json_path.to_string_lossy().into_owned(),
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })
+        .await?;
+    Ok(outcome)
+}
+
+/// Makes sure the run's checkout exists and points Terraform at this environment's state.
+/// Returns the Terraform directory.
+async fn prepare_workspace(engine: &Engine, ctx: &mut Ctx, run: &Run, action: &Action, env_name: &str) -> Result<PathBuf> {
+    let src = ctx.src();
+    if !src.join(".git").exists() {
+        sys(ctx, action.id.0, &format!("checking out {} ({})", run.commit_sha, run.git_ref)).await;
+        let _ = tokio::fs::remove_dir_all(&src).await;
+        let project = engine.store().project(&run.project).await?;
+        let mirror = engine.sync_project(&project).await?;
+        mirror.checkout(&run.commit_sha, &src).await?;
+    }
+    let tf_dir = src.join(&ctx.spec.terraform.dir);
+    if !tf_dir.is_dir() {
+        return Err(Error::Io(std::io::Error::other(format!(
+            "terraform directory `{}` does not exist at commit {}",
+            ctx.spec.terraform.dir, run.commit_sha
+        ))));
+    }
+    let state = engine.data_dir().join("state").join(&run.project).join(&run.pipeline).join(env_name);
+    tokio::fs::create_dir_all(&state).await?;
+    let text = terraform::backend_override(&state.join("terraform.tfstate"));
+    tokio::fs::write(tf_dir.join(terraform::OVERRIDE_FILE), text).await?;
+    Ok(tf_dir)
+}
+
+/// The complete environment of an action: a short allow-list from the server, the
+/// pipeline's and environment's declared variables, and Ferry's own run variables.
+fn action_env(engine: &Engine, ctx: &Ctx, run: &Run, stage: &Stage, tf_data: &Path) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = engine.inner.config.passthrough_env.iter().cloned().collect();
+    env.insert("PATH".into(), engine.inner.config.path_var.clone());
+    env.extend(ctx.spec.env.clone());
+    if let Some(e) = ctx.spec.environment(&stage.environment) {
+        env.extend(e.env.clone());
+    }
+    for (k, v) in [
+        ("CI", "true".to_owned()),
+        ("TF_IN_AUTOMATION", "1".to_owned()),
+        ("TF_INPUT", "0".to_owned()),
+        ("CHECKPOINT_DISABLE", "1".to_owned()),
+        ("TF_DATA_DIR", tf_data.to_string_lossy().into_owned()),
+        ("FERRY_RUN_ID", run.id.to_string()),
+        ("FERRY_RUN_NUMBER", run.number.to_string()),
+        ("FERRY_PROJECT", run.project.clone()),
+        ("FERRY_PIPELINE", run.pipeline.clone()),
+        ("FERRY_ENVIRONMENT", stage.environment.clone()),
+        ("FERRY_STAGE", stage.kind.as_str().to_owned()),
+        ("FERRY_COMMIT", run.commit_sha.clone()),
+        ("FERRY_REF", run.git_ref.clone()),
+    ] {
+        env.insert(k.to_owned(), v);
+    }
+    env.into_iter().collect()
+}
+
+/// Spawns one process for an action, records its process group, and waits for it.
+#[allow(clippy::too_many_arguments)]
+async fn exec(
+    engine: &Engine,
+    handle: &RunHandle,
+    ctx: &mut Ctx,
+    action: &Action,
+    command: Command,
+    cwd: &Path,
+    env: &[(String, String)],
+    deadline: Instant,
+) -> Result<Outcome> {
+    let shown = match &command {
+        Command::Shell(s) => s.clone(),
+        Command::Argv(argv) => argv.join(" "),
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    if timeout.is_zero() {
+        return Ok(Outcome::TimedOut);
+    }
+    let spec = ferry_executor::ActionSpec {
+        command,
+        cwd: cwd.to_owned(),
+        env: env.to_vec(),
+        timeout,
+        kill_grace: engine.inner.config.kill_grace,
+    };
+    let mut log: ActionLog<'_> = ctx.log.action(action.id.0);
+    log.line(Stream::Sys, &format!("$ {shown}")).await?;
+    let running = ferry_executor::spawn(&spec)?;
+    engine.store().set_action_process(action.id, running.pid(), running.start_time()).await?;
+    let outcome = running.wait(&mut log, handle.cancel.clone()).await?;
+    log.flush().await?;
+    Ok(outcome)
+}

@@ -1,0 +1,376 @@
+//! The run engine: turns a trigger into a run, drives each run through its environments and
+//! stages with the local executor, and recovers truthfully after a crash.
+//!
+//! One task (a *driver*) per unfinished run. A driver re-reads its run from the store at
+//! every step and decides the next one, so its only memory is the database: a run that was
+//! queued or waiting for an approval when the server died simply gets a new driver after
+//! restart. Drivers wait on one shared "something changed" signal (an environment was
+//! released, an approval arrived, a run was superseded) and re-check, which keeps wake-ups
+//! simple and impossible to lose.
+//!
+//! **Architecture Invariant:** the engine never writes a status itself; it asks the store,
+//! which checks every change against `ferry_core`'s state machine.
+
+mod driver;
+pub mod git;
+pub mod stages;
+pub mod terraform;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_core::{Actor, RunEvent, RunId, RunStatus};
+use ferry_store::{Decision, NewRun, Run, Store};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use terraform::PlanSummary;
+
+/// What the engine needs; the binary builds it from flags and its own environment.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// After SIGTERM to an action's process group, how long before SIGKILL.
+    pub kill_grace: Duration,
+    /// The PATH used to find `terraform` and given to actions.
+    pub path_var: String,
+    /// Variables of the server's environment passed to actions (HOME, LANG, proxies...).
+    /// Never `FERRY_*` ones.
+    pub passthrough_env: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] ferry_store::Error),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error("project `{project}` has no ferry.yaml at {commit}")]
+    NoPipeline { project: String, commit: String },
+    #[error("pipeline `{name}` not found (available: {})", available.join(", "))]
+    PipelineNotFound { name: String, available: Vec<String> },
+    #[error("project has several pipelines ({}); name one", available.join(", "))]
+    AmbiguousPipeline { available: Vec<String> },
+    #[error("{path} is not a valid pipeline:\n{}", diagnostics.join("\n"))]
+    InvalidPipeline { path: String, diagnostics: Vec<String> },
+    #[error(transparent)]
+    Terraform(#[from] terraform::BinaryError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("run {run} is already {status}")]
+    RunFinished { run: RunId, status: RunStatus },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A pipeline found in a project at some commit.
+#[derive(Debug, Clone)]
+pub struct PipelineInfo {
+    pub name: String,
+    pub path: String,
+    pub environments: Vec<String>,
+    /// Rendered diagnostics when the file does not lower.
+    pub errors: Vec<String>,
+}
+
+/// Something to observe for metrics: an action ended after `duration`.
+pub type ActionObserver = Arc<dyn Fn(&str, &str, Duration) + Send + Sync>;
+
+/// Why a driver's cancellation token fired.
+#[derive(Debug, Clone)]
+enum StopReason {
+    Cancel(Actor),
+    Shutdown,
+}
+
+struct RunHandle {
+    cancel: CancellationToken,
+    reason: Mutex<Option<StopReason>>,
+    log: Mutex<Option<watch::Receiver<u64>>>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    store: Store,
+    runs: Mutex<HashMap<RunId, Arc<RunHandle>>>,
+    // Invariant: bumped after every change a waiting driver might care about.
+    changed: watch::Sender<u64>,
+    shutting_down: AtomicBool,
+    tasks: TaskTracker,
+    // Invariant: at most one git operation per project mirror at a time.
+    repo_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    observer: Mutex<Option<ActionObserver>>,
+}
+
+/// The engine handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, store: Store) -> Engine {
+        let (changed, _) = watch::channel(0);
+        Engine {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                runs: Mutex::new(HashMap::new()),
+                changed,
+                shutting_down: AtomicBool::new(false),
+                tasks: TaskTracker::new(),
+                repo_locks: Mutex::new(HashMap::new()),
+                observer: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn set_action_observer(&self, observer: ActionObserver) {
+        *self.inner.observer.lock().unwrap_or_else(|e| e.into_inner()) = Some(observer);
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    /// The append-only log file of a run.
+    pub fn log_path(&self, run: RunId) -> PathBuf {
+        self.inner.config.data_dir.join("logs").join(format!("run-{run}.log"))
+    }
+
+    /// A receiver that changes whenever the run's log grows; `None` once the run has no
+    /// driver (finished), when the file on disk is complete.
+    pub fn log_updates(&self, run: RunId) -> Option<watch::Receiver<u64>> {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = runs.get(&run)?;
+        let rx = handle.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        rx
+    }
+
+    /// Whether a driver is still working on the run.
+    pub fn is_active(&self, run: RunId) -> bool {
+        self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&run)
+    }
+
+    fn notify_changed(&self) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn repo_lock(&self, project_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.repo_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(project_id).or_default().clone()
+    }
+
+    fn mirror_path(&self, project_id: i64) -> PathBuf {
+        self.inner.config.data_dir.join("repos").join(format!("{project_id}.git"))
+    }
+
+    /// Brings the project's mirror up to date.
+    pub async fn sync_project(&self, project: &ferry_store::Project) -> Result<git::Mirror> {
+        let lock = self.repo_lock(project.id);
+        let _guard = lock.lock().await;
+        Ok(git::Mirror::sync(&project.repo, &self.mirror_path(project.id)).await?)
+    }
+
+    /// Pipelines of a project at `git_ref` (default: the default branch).
+    pub async fn pipelines(&self, project: &str, git_ref: Option<&str>) -> Result<(String, Vec<PipelineInfo>)> {
+        let project = self.inner.store.project(project).await?;
+        let mirror = self.sync_project(&project).await?;
+        let git_ref = match git_ref {
+            Some(r) => r.to_owned(),
+            None => mirror.default_branch().await?,
+        };
+        let commit = mirror.resolve(&git_ref).await?;
+        let mut out = Vec::new();
+        for path in mirror.pipeline_files(&commit).await? {
+            let text = mirror.read_file(&commit, &path).await?;
+            let lowered = ferry_spec::lower(&path, &text);
+            let errors: Vec<String> = lowered.errors().map(ToString::to_string).collect();
+            let (name, environments) = match &lowered.spec {
+                Some(spec) => (spec.name.clone(), spec.environments.iter().map(|e| e.name.clone()).collect()),
+                None => (path.clone(), Vec::new()),
+            };
+            out.push(PipelineInfo { name, path, environments, errors });
+        }
+        Ok((commit, out))
+    }
+
+    /// Starts a run of `pipeline` (optional when the project has one) at `git_ref`.
+    /// Everything that can be checked before the run exists is checked here, so a bad ref,
+    /// an invalid ferry.yaml or a missing terraform is an error, not a failed run.
+    pub async fn trigger(&self, actor: &Actor, project: &str, git_ref: Option<&str>, pipeline: Option<&str>) -> Result<Run> {
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let project = self.inner.store.project(project).await?;
+        let mirror = self.sync_project(&project).await?;
+        let git_ref = match git_ref {
+            Some(r) => r.to_owned(),
+            None => mirror.default_branch().await?,
+        };
+        let commit = mirror.resolve(&git_ref).await?;
+        let files = mirror.pipeline_files(&commit).await?;
+        if files.is_empty() {
+            return Err(Error::NoPipeline { project: project.name.clone(), commit });
+        }
+        let mut candidates = Vec::new();
+        for path in files {
+            let text = mirror.read_file(&commit, &path).await?;
+            let lowered = ferry_spec::lower(&path, &text);
+            let name = lowered.spec.as_ref().map(|s| s.name.clone());
+            candidates.push((path, text, lowered, name));
+        }
+        let available: Vec<String> =
+            candidates.iter().map(|(path, _, _, name)| name.clone().unwrap_or_else(|| path.clone())).collect();
+        let index = match pipeline {
+            Some(wanted) => candidates
+                .iter()
+                .position(|(path, _, _, name)| name.as_deref() == Some(wanted) || path == wanted)
+                .ok_or_else(|| Error::PipelineNotFound { name: wanted.to_owned(), available: available.clone() })?,
+            None if candidates.len() == 1 => 0,
+            None => return Err(Error::AmbiguousPipeline { available }),
+        };
+        let (path, text, lowered, _) = candidates.swap_remove(index);
+        let Some(spec) = lowered.spec else {
+            return Err(Error::InvalidPipeline {
+                path,
+                diagnostics: lowered.errors().map(ToString::to_string).collect(),
+            });
+        };
+        terraform::check_binary(&spec.terraform, &self.inner.config.path_var).await?;
+        let new = NewRun {
+            project_id: project.id,
+            pipeline: spec.name.clone(),
+            pipeline_path: path,
+            git_ref,
+            commit_sha: commit,
+            spec_yaml: text,
+            first_environment: spec.environments[0].name.clone(),
+            stages: stages::plan_stages(&spec),
+        };
+        let run = self.inner.store.create_run(actor, &new).await?;
+        tracing::info!(run = %run.id, project = %run.project, number = %run.number, "run created");
+        self.spawn_driver(run.id);
+        self.notify_changed();
+        Ok(run)
+    }
+
+    /// Cancels a run: a running action is terminated (TERM, then KILL its process group).
+    pub async fn cancel(&self, actor: &Actor, run: RunId) -> Result<Run> {
+        let current = self.inner.store.run(run).await?;
+        if current.status.is_terminal() {
+            return Err(Error::RunFinished { run, status: current.status });
+        }
+        let handle = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).get(&run).cloned();
+        match handle {
+            Some(handle) => {
+                handle.reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(StopReason::Cancel(actor.clone()));
+                handle.cancel.cancel();
+                // The driver records the cancellation once the action is gone; wait for it so
+                // the caller sees the final status.
+                let mut rx = self.inner.changed.subscribe();
+                let deadline = tokio::time::Instant::now() + self.inner.config.kill_grace + Duration::from_secs(5);
+                loop {
+                    let latest = self.inner.store.run(run).await?;
+                    if latest.status.is_terminal() {
+                        return Ok(latest);
+                    }
+                    tokio::select! {
+                        _ = rx.changed() => {}
+                        _ = tokio::time::sleep_until(deadline) => return Ok(latest),
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
+            None => {
+                let run = self.inner.store.transition_run(run, RunEvent::Cancel, Some("cancelled"), Some(actor)).await?;
+                self.notify_changed();
+                Ok(run)
+            }
+        }
+    }
+
+    /// Approves or rejects the approval a run waits for in `environment`.
+    pub async fn decide(&self, actor: &Actor, run: RunId, environment: &str, decision: Decision, comment: &str) -> Result<Run> {
+        let run = self.inner.store.decide(actor, run, environment, decision, comment).await?;
+        self.notify_changed();
+        Ok(run)
+    }
+
+    /// Start-up recovery, before any new work: kill the process groups of actions that were
+    /// executing when the server died, mark their runs `Interrupted` (releasing their
+    /// environments, with an audit entry), then resume every other unfinished run.
+    pub async fn recover(&self) -> Result<()> {
+        let store = &self.inner.store;
+        let system = Actor::system("startup");
+        let mut interrupted = std::collections::BTreeMap::new();
+        for orphan in store.orphan_actions().await? {
+            if let (Some(pid), Some(start)) = (orphan.pid, orphan.pid_start_time) {
+                let killed = ferry_executor::kill_recorded_group(pid as u32, start as u64, self.inner.config.kill_grace).await;
+                tracing::warn!(run = %orphan.run_id, action = %orphan.action, pid, killed, "killed the process group of an interrupted action");
+            }
+            interrupted.insert(orphan.run_id, ());
+        }
+        for run in store.active_runs().await? {
+            let detail = store.run_detail(run.id).await?;
+            let mid_stage = detail.stages.iter().any(|s| s.status == ferry_core::StageStatus::InProgress);
+            if interrupted.contains_key(&run.id) || mid_stage || run.status == RunStatus::Stopping {
+                let reason = "the server stopped while this run was executing";
+                store.transition_run(run.id, RunEvent::Interrupt, Some(reason), Some(&system)).await?;
+                tracing::warn!(run = %run.id, "run interrupted by a server stop");
+            } else {
+                self.spawn_driver(run.id);
+            }
+        }
+        self.notify_changed();
+        Ok(())
+    }
+
+    /// Graceful shutdown: take no new work, let running actions finish within `grace`, then
+    /// terminate them; their runs are recorded `Interrupted`. Queued runs and runs waiting
+    /// for an approval are left as they are and resume at the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.notify_changed();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
+            let handles: Vec<_> = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            for handle in handles {
+                handle.reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(StopReason::Shutdown);
+                handle.cancel.cancel();
+            }
+            self.inner.tasks.wait().await;
+        }
+    }
+
+    fn spawn_driver(&self, run: RunId) {
+        let handle = Arc::new(RunHandle { cancel: CancellationToken::new(), reason: Mutex::new(None), log: Mutex::new(None) });
+        {
+            let mut runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+            if runs.contains_key(&run) {
+                return;
+            }
+            runs.insert(run, handle.clone());
+        }
+        let engine = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(error) = driver::drive(&engine, run, &handle).await {
+                tracing::error!(run = %run, error = %error, "run driver failed");
+                let reason = format!("ferry failed to drive this run: {error}");
+                let _ = engine.inner.store.transition_run(run, RunEvent::Fail, Some(&reason), None).await;
+            }
+            engine.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).remove(&run);
+            engine.notify_changed();
+        });
+    }
+}

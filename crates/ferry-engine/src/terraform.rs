@@ -1,0 +1,186 @@
+//! What Ferry knows about the `terraform`/`tofu` binary: finding it, checking its version,
+//! pointing it at Ferry's state location, and summarising a plan's JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use ferry_spec::TerraformSpec;
+use serde_json::Value;
+
+/// A binary that was found and whose version satisfies the pipeline's constraint.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub path: PathBuf,
+    pub version: semver::Version,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("terraform binary `{0}` not found on PATH (install it, or set `terraform.binary` in ferry.yaml)")]
+    NotFound(String),
+    #[error("could not read the version of `{binary}`: {message}")]
+    Version { binary: String, message: String },
+    #[error("`{binary}` is version {version}, but the pipeline requires `{constraint}`")]
+    Unsupported { binary: String, version: semver::Version, constraint: String },
+}
+
+/// Looks `name` up on `path_var` (a PATH value); names with a `/` are taken as paths.
+pub fn find_binary(name: &str, path_var: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_exec(&p).then_some(p);
+    }
+    std::env::split_paths(path_var).map(|dir| dir.join(name)).find(|p| is_exec(p))
+}
+
+/// Finds the pipeline's binary and checks its version, before a run starts.
+pub async fn check_binary(spec: &TerraformSpec, path_var: &str) -> Result<Binary, BinaryError> {
+    let path = find_binary(&spec.binary, path_var).ok_or_else(|| BinaryError::NotFound(spec.binary.clone()))?;
+    let out = tokio::process::Command::new(&path)
+        .args(["version", "-json"])
+        .env("CHECKPOINT_DISABLE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| BinaryError::Version { binary: spec.binary.clone(), message: e.to_string() })?;
+    let version_err = |message: String| BinaryError::Version { binary: spec.binary.clone(), message };
+    if !out.status.success() {
+        return Err(version_err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    let json: Value = serde_json::from_slice(&out.stdout).map_err(|e| version_err(format!("unexpected output: {e}")))?;
+    let text = json["terraform_version"].as_str().ok_or_else(|| version_err("no terraform_version in output".into()))?;
+    let version = semver::Version::parse(text).map_err(|e| version_err(format!("`{text}`: {e}")))?;
+    if let Some(constraint) = &spec.version {
+        if !constraint.matches(&version) {
+            return Err(BinaryError::Unsupported { binary: spec.binary.clone(), version, constraint: constraint.text.clone() });
+        }
+    }
+    Ok(Binary { path, version })
+}
+
+/// The override file that points the configuration at Ferry's state for one environment.
+/// Terraform merges `*_override.tf` files last, so this replaces whatever backend the
+/// configuration declares. (The built-in HTTP state backend will replace this local one.)
+pub const OVERRIDE_FILE: &str = "zz_ferry_backend_override.tf";
+
+pub fn backend_override(state_path: &Path) -> String {
+    // A JSON string is a valid HCL string once template sequences are escaped.
+    let path = serde_json::to_string(&state_path.to_string_lossy()).unwrap_or_default().replace("${", "$${").replace("%{", "%%{");
+    format!("# Written by Ferry for this run; not part of your repository.\nterraform {{\n  backend \"local\" {{\n    path = {path}\n  }}\n}}\n")
+}
+
+/// Adds, changes and destroys by resource, as Terraform counts them (a replacement is one
+/// add and one destroy).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlanSummary {
+    pub add: u32,
+    pub change: u32,
+    pub destroy: u32,
+    pub resources: Vec<ResourceChange>,
+    pub outputs_changed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResourceChange {
+    pub address: String,
+    /// `create`, `update`, `delete`, `replace` or `read`.
+    pub action: String,
+}
+
+impl PlanSummary {
+    pub fn has_changes(&self) -> bool {
+        self.add + self.change + self.destroy > 0 || self.outputs_changed
+    }
+
+    pub fn from_plan_json(plan: &Value) -> PlanSummary {
+        let mut summary = PlanSummary::default();
+        for rc in plan["resource_changes"].as_array().into_iter().flatten() {
+            let actions: Vec<&str> = rc["change"]["actions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let action = match actions.as_slice() {
+                ["create"] => {
+                    summary.add += 1;
+                    "create"
+                }
+                ["update"] => {
+                    summary.change += 1;
+                    "update"
+                }
+                ["delete"] => {
+                    summary.destroy += 1;
+                    "delete"
+                }
+                ["delete", "create"] | ["create", "delete"] => {
+                    summary.add += 1;
+                    summary.destroy += 1;
+                    "replace"
+                }
+                ["read"] => "read",
+                _ => continue,
+            };
+            let address = rc["address"].as_str().unwrap_or("").to_owned();
+            summary.resources.push(ResourceChange { address, action: action.to_owned() });
+        }
+        summary.outputs_changed = plan["output_changes"]
+            .as_object()
+            .map(|outputs| outputs.values().any(|o| o["actions"].as_array().is_some_and(|a| a.iter().any(|x| x != "no-op"))))
+            .unwrap_or(false);
+        summary
+    }
+
+    /// `+2 ~1 -0`, as a one-line summary for logs and the CLI.
+    pub fn short(&self) -> String {
+        format!("+{} ~{} -{}", self.add, self.change, self.destroy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarises_resource_changes_like_terraform() {
+        let plan = serde_json::json!({
+            "resource_changes": [
+                {"address": "a.x", "change": {"actions": ["create"]}},
+                {"address": "a.y", "change": {"actions": ["update"]}},
+                {"address": "a.z", "change": {"actions": ["delete", "create"]}},
+                {"address": "a.w", "change": {"actions": ["no-op"]}},
+                {"address": "a.v", "change": {"actions": ["delete"]}},
+            ],
+            "output_changes": {"o": {"actions": ["no-op"]}}
+        });
+        let s = PlanSummary::from_plan_json(&plan);
+        assert_eq!((s.add, s.change, s.destroy), (2, 1, 2));
+        assert_eq!(s.short(), "+2 ~1 -2");
+        assert_eq!(s.resources.len(), 4);
+        assert_eq!(s.resources[2].action, "replace");
+        assert!(s.has_changes());
+        assert!(!s.outputs_changed);
+    }
+
+    #[test]
+    fn output_only_changes_count_as_changes() {
+        let plan = serde_json::json!({"resource_changes": [], "output_changes": {"o": {"actions": ["create"]}}});
+        assert!(PlanSummary::from_plan_json(&plan).has_changes());
+        let plan = serde_json::json!({"resource_changes": [{"address": "a", "change": {"actions": ["no-op"]}}]});
+        assert!(!PlanSummary::from_plan_json(&plan).has_changes());
+    }
+
+    #[test]
+    fn override_quotes_the_path() {
+        let text = backend_override(Path::new("/data/state/a \"b\"/terraform.tfstate"));
+        assert!(text.contains(r#"path = "/data/state/a \"b\"/terraform.tfstate""#), "{text}");
+    }
+
+    #[test]
+    fn finds_binaries_on_path() {
+        assert!(find_binary("sh", "/nonexistent:/bin:/usr/bin").is_some());
+        assert!(find_binary("no-such-binary-ferry", "/bin:/usr/bin").is_none());
+        assert!(find_binary("/bin/sh", "").is_some());
+    }
+}

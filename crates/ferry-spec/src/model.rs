@@ -1,0 +1,207 @@
+//! The lowered, validated pipeline model that the rest of Ferry consumes.
+//!
+//! These types are the *output* of lowering a `ferry.yaml`; they carry no serde derives on
+//! purpose: the YAML format is described by the hand-written lowering in `lower.rs` (and the
+//! JSON Schema in `schema/ferry.schema.json`), while everything after lowering works only with
+//! these checked values.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A pipeline definition after every default was applied and every check passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineSpec {
+    /// Always 1 today; the format carries it so it can evolve.
+    pub version: u32,
+    pub name: String,
+    pub source: SourceSpec,
+    pub mode: ExecutionMode,
+    pub terraform: TerraformSpec,
+    /// Default timeout of every action that does not set its own (default 1h).
+    pub timeout: Duration,
+    /// Environment variables declared for every action of every environment.
+    pub env: BTreeMap<String, String>,
+    /// Ordered; never empty. A file without `environments` gets one implicit `default`
+    /// environment with `auto_apply: true`.
+    pub environments: Vec<EnvironmentSpec>,
+    pub stages: StagesSpec,
+    pub secrets: Vec<SecretRef>,
+    pub notify: Vec<NotifySpec>,
+}
+
+impl PipelineSpec {
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentSpec> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    /// The execution mode that applies to `environment` (its own override, else the pipeline's).
+    pub fn mode_for(&self, environment: &EnvironmentSpec) -> ExecutionMode {
+        environment.mode.unwrap_or(self.mode)
+    }
+}
+
+/// Which commits the pipeline deploys. Empty lists mean "any".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SourceSpec {
+    pub branches: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecutionMode {
+    /// Waiting runs queue in arrival order (the default).
+    #[default]
+    Queued,
+    /// A newer run replaces older runs still waiting (for an environment or an approval).
+    Superseded,
+}
+
+impl ExecutionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionMode::Queued => "queued",
+            ExecutionMode::Superseded => "superseded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TerraformSpec {
+    /// Directory of the Terraform configuration, relative to the repository root, normalised
+    /// (no leading `./`, no trailing `/`, never escaping the repository; `.` for the root).
+    pub dir: String,
+    /// The binary to run: a name looked up on PATH (`terraform`, `tofu`) or a path.
+    pub binary: String,
+    /// Accepted versions of the binary, in Terraform's constraint syntax.
+    pub version: Option<VersionConstraint>,
+}
+
+/// A Terraform-style version constraint such as `>= 1.6, < 2.0` or `~> 1.6`.
+#[derive(Clone, PartialEq)]
+pub struct VersionConstraint {
+    /// The text as written, for messages.
+    pub text: String,
+    req: semver::VersionReq,
+    /// Versions ruled out with `!=`, which `semver::VersionReq` cannot express.
+    excluded: Vec<semver::Version>,
+}
+
+/// Shows the text as written and its translation: `">= 1.6" => ">=1.6.0"`.
+impl std::fmt::Debug for VersionConstraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} => \"{}", self.text, self.req)?;
+        for v in &self.excluded {
+            write!(f, ", !={v}")?;
+        }
+        f.write_str("\"")
+    }
+}
+
+impl VersionConstraint {
+    /// Parses Terraform's constraint syntax (`=`, `!=`, `>`, `>=`, `<`, `<=`, `~>`, comma
+    /// separated). Returns a message on error.
+    pub fn parse(text: &str) -> Result<VersionConstraint, String> {
+        crate::version::parse_constraint(text)
+    }
+
+    pub(crate) fn from_parts(
+        text: String,
+        req: semver::VersionReq,
+        excluded: Vec<semver::Version>,
+    ) -> VersionConstraint {
+        VersionConstraint {
+            text,
+            req,
+            excluded,
+        }
+    }
+
+    pub fn matches(&self, version: &semver::Version) -> bool {
+        self.req.matches(version) && !self.excluded.iter().any(|v| v == version)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvironmentSpec {
+    pub name: String,
+    /// Apply without waiting for an approval.
+    pub auto_apply: bool,
+    /// Prod-like: destroying stateful resources needs extra care.
+    pub protected: bool,
+    /// Overrides the pipeline's execution mode for this environment.
+    pub mode: Option<ExecutionMode>,
+    pub approval: ApprovalSpec,
+    /// A `-var-file` for plan, relative to `terraform.dir`.
+    pub vars_file: Option<String>,
+    /// Environment variables for this environment's actions (override the pipeline's).
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+}
+
+impl EnvironmentSpec {
+    pub fn requires_approval(&self) -> bool {
+        !self.auto_apply
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalSpec {
+    /// Identities allowed to approve (`alice`, `team:platform`); empty means anyone allowed.
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed (default 1).
+    pub required: u32,
+    /// How long the run may wait (default 7 days).
+    pub timeout: Duration,
+}
+
+impl Default for ApprovalSpec {
+    fn default() -> Self {
+        ApprovalSpec {
+            approvers: Vec::new(),
+            required: 1,
+            timeout: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// User commands per stage. `None` means the stage keeps its default actions: `validate`
+/// runs `terraform validate`; `test` and `verify` have no default and are absent.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StagesSpec {
+    pub validate: Option<Vec<CommandSpec>>,
+    pub test: Option<Vec<CommandSpec>>,
+    pub verify: Option<Vec<CommandSpec>>,
+}
+
+/// One user command, run with `sh -c` in the Terraform directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSpec {
+    /// Display name (defaults to the command text).
+    pub name: String,
+    pub run: String,
+    pub timeout: Option<Duration>,
+}
+
+/// A secret mapped into an action's environment (`as: TF_VAR_x`) or a file (`file: path`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretRef {
+    pub name: String,
+    pub target: SecretTarget,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretTarget {
+    Env(String),
+    File(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifySpec {
+    pub on: Vec<String>,
+    pub target: NotifyTarget,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotifyTarget {
+    Webhook { url: String, secret: Option<String> },
+}

@@ -1,0 +1,171 @@
+//! The audit chain as persisted rows: appending inside a caller's transaction, moving the
+//! checkpoint outside the database after commit, and reading the chain back for
+//! `ferry audit verify`. The cryptography lives in `ferry_secrets::audit`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ferry_secrets::{AuditKey, AuditRecord, ChainError, Checkpoint, VerifyReport};
+use sqlx::{Row, SqliteConnection};
+
+use crate::{Actor, Error, Result, Store};
+
+/// What happened, to what, and how it ended; `details` is JSON and must never hold a secret.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub details: serde_json::Value,
+}
+
+impl AuditEntry {
+    pub fn new(action: &str, target: impl Into<String>) -> AuditEntry {
+        AuditEntry { action: action.to_owned(), target: target.into(), outcome: "ok".to_owned(), details: serde_json::json!({}) }
+    }
+
+    pub fn outcome(mut self, outcome: &str) -> AuditEntry {
+        self.outcome = outcome.to_owned();
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> AuditEntry {
+        self.details = details;
+        self
+    }
+}
+
+pub(crate) struct Chain {
+    key: AuditKey,
+    checkpoint_path: PathBuf,
+    // Invariant: the highest seq written to the checkpoint file; the file never moves back.
+    last_checkpoint: Mutex<i64>,
+}
+
+impl Chain {
+    pub(crate) fn new(key: AuditKey, checkpoint_path: PathBuf) -> Chain {
+        Chain { key, checkpoint_path, last_checkpoint: Mutex::new(0) }
+    }
+
+    /// Appends one entry inside the caller's write transaction.
+    pub(crate) async fn append(&self, conn: &mut SqliteConnection, actor: &Actor, entry: &AuditEntry) -> Result<AuditRecord> {
+        let head = sqlx::query("SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
+        let (seq, prev_mac) = match head {
+            Some(row) => (row.get::<i64, _>(0) + 1, row.get::<String, _>(1)),
+            None => (1, String::new()),
+        };
+        let record = self.key.seal(
+            seq,
+            &crate::now(),
+            &actor.name,
+            &entry.action,
+            &entry.target,
+            &entry.outcome,
+            &actor.source,
+            &entry.details.to_string(),
+            &prev_mac,
+        );
+        sqlx::query(
+            "INSERT INTO audit (seq, ts, actor, action, target, outcome, source, details, prev_mac, mac) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.seq)
+        .bind(&record.ts)
+        .bind(&record.actor)
+        .bind(&record.action)
+        .bind(&record.target)
+        .bind(&record.outcome)
+        .bind(&record.source)
+        .bind(&record.details)
+        .bind(&record.prev_mac)
+        .bind(&record.mac)
+        .execute(&mut *conn)
+        .await?;
+        Ok(record)
+    }
+
+    /// Moves the out-of-database checkpoint to `record` once its transaction committed.
+    /// A crash before this leaves the checkpoint behind the database, which verification
+    /// accepts; the checkpoint is never ahead of committed rows.
+    pub(crate) fn checkpoint(&self, record: &AuditRecord) -> Result<()> {
+        let mut last = self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+        if record.seq <= *last {
+            return Ok(());
+        }
+        let cp = Checkpoint { seq: record.seq, mac: record.mac.clone() };
+        ferry_secrets::write_checkpoint(&self.checkpoint_path, &self.key, &cp)
+            .map_err(|e| Error::Checkpoint(e.to_string()))?;
+        *last = record.seq;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Records an entry on its own (a denied request, a system action).
+    pub async fn audit(&self, actor: &Actor, entry: AuditEntry) -> Result<()> {
+        let mut tx = self.write().await?;
+        let record = self.audit.append(&mut tx, actor, &entry).await?;
+        tx.commit().await?;
+        self.audit.checkpoint(&record)
+    }
+
+    /// Appends within `tx`; the caller must call [`Store::audit_committed`] after commit.
+    pub(crate) async fn audit_in(&self, tx: &mut SqliteConnection, actor: &Actor, entry: AuditEntry) -> Result<AuditRecord> {
+        self.audit.append(tx, actor, &entry).await
+    }
+
+    pub(crate) fn audit_committed(&self, record: &AuditRecord) -> Result<()> {
+        self.audit.checkpoint(record)
+    }
+
+    /// Every audit row in chain order.
+    pub async fn audit_records(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, ts, actor, action, target, outcome, source, details, prev_mac, mac \
+             FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditRecord {
+                seq: r.get(0),
+                ts: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                outcome: r.get(5),
+                source: r.get(6),
+                details: r.get(7),
+                prev_mac: r.get(8),
+                mac: r.get(9),
+            })
+            .collect())
+    }
+
+    /// Walks the whole chain (in rowid order, as stored) and compares it with the checkpoint.
+    pub async fn verify_audit(&self) -> Result<Result<VerifyReport, ChainError>> {
+        let rows = sqlx::query(
+            "SELECT seq, ts, actor, action, target, outcome, source, details, prev_mac, mac FROM audit ORDER BY rowid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let records = rows.into_iter().map(|r| AuditRecord {
+            seq: r.get(0),
+            ts: r.get(1),
+            actor: r.get(2),
+            action: r.get(3),
+            target: r.get(4),
+            outcome: r.get(5),
+            source: r.get(6),
+            details: r.get(7),
+            prev_mac: r.get(8),
+            mac: r.get(9),
+        });
+        let checkpoint = ferry_secrets::read_checkpoint(&self.audit.checkpoint_path, &self.audit.key)
+            .map_err(|e| Error::Checkpoint(e.to_string()))?;
+        Ok(self.audit.key.verify_chain(records, checkpoint.as_ref()))
+    }
+}

@@ -1,0 +1,129 @@
+//! Ferry's metadata store: projects, runs, stages, actions, plans, approvals, environment
+//! holds, tokens and the audit chain.
+//!
+//! **Architecture Invariant:** this is the only crate that speaks SQL. Every status change
+//! is checked against `ferry_core`'s state machine inside the write transaction that
+//! persists it, and every mutation made on behalf of an [`Actor`] writes its audit row in
+//! that same transaction, so a change and its audit entry commit or vanish together.
+//!
+//! Today the store is SQLite (WAL, `synchronous=FULL`, read-modify-write transactions opened
+//! with `BEGIN IMMEDIATE`). The public surface is the [`Store`] type's methods and the plain
+//! row structs in [`model`]; nothing outside this crate sees a pool, a connection or a query,
+//! so a PostgreSQL implementation can be added behind the same methods.
+
+mod audit;
+pub mod model;
+
+pub use audit::AuditEntry;
+mod runs;
+mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_secrets::AuditKey;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub use ferry_core::Actor;
+pub use model::*;
+
+/// Errors from the store. Expected conflicts carry what the caller needs to explain them.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} `{id}` not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{what} `{id}` already exists")]
+    AlreadyExists { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error(transparent)]
+    InvalidTransition(#[from] ferry_core::InvalidTransition),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt { table: &'static str, message: String },
+    #[error("audit checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the store needs to open.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The SQLite database file (created when missing).
+    pub path: PathBuf,
+    /// Where the audit chain head is checkpointed, outside the database.
+    pub audit_checkpoint: PathBuf,
+}
+
+/// The handle every other crate uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    audit: Arc<audit::Chain>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies the embedded migrations.
+    pub async fn open(config: &StoreConfig, audit_key: AuditKey) -> Result<Store> {
+        let options = connect_options(&config.path)?.create_if_missing(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let audit = audit::Chain::new(audit_key, config.audit_checkpoint.clone());
+        Ok(Store { pool, audit: Arc::new(audit) })
+    }
+
+    /// Opens an existing database read-only, for offline tools such as `ferry audit verify`.
+    pub async fn open_read_only(path: &Path, audit_key: AuditKey, checkpoint: PathBuf) -> Result<Store> {
+        if !path.exists() {
+            return Err(Error::NotFound { what: "database", id: path.display().to_string() });
+        }
+        let options = connect_options(path)?.read_only(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        Ok(Store { pool, audit: Arc::new(audit::Chain::new(audit_key, checkpoint)) })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A cheap query, for `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A read-modify-write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock up front,
+    /// so two writers never both read the old value and then collide on upgrade.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn connect_options(path: &Path) -> Result<SqliteConnectOptions> {
+    let url = format!("sqlite://{}", path.display());
+    Ok(SqliteConnectOptions::from_str(&url)?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10)))
+}
+
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub(crate) fn parse<T: FromStr>(table: &'static str, text: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| Error::Corrupt { table, message: e.to_string() })
+}

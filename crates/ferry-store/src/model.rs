@@ -1,0 +1,205 @@
+//! Plain rows the store hands out. They are deliberately not `Serialize`: the HTTP layer
+//! converts them to the wire types of `ferry-api` by hand, so the database shape and the API
+//! shape can change independently.
+
+use ferry_core::{ActionId, ActionStatus, RunId, RunNumber, RunStatus, StageId, StageKind, StageStatus};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub id: i64,
+    pub name: String,
+    pub hint: String,
+    pub admin: bool,
+    pub created_at: String,
+    pub created_by: String,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub repo: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub id: RunId,
+    pub project_id: i64,
+    pub project: String,
+    pub number: RunNumber,
+    pub pipeline: String,
+    pub pipeline_path: String,
+    pub git_ref: String,
+    pub commit_sha: String,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub triggered_by: String,
+    pub spec_yaml: String,
+    pub waiting_env: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub id: StageId,
+    pub run_id: RunId,
+    pub position: i64,
+    pub environment: String,
+    pub kind: StageKind,
+    pub status: StageStatus,
+    pub reason: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub id: ActionId,
+    pub stage_id: StageId,
+    pub run_id: RunId,
+    pub position: i64,
+    pub name: String,
+    pub kind: String,
+    pub command: Option<String>,
+    pub timeout_ms: i64,
+    pub status: ActionStatus,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub pid: Option<i64>,
+    pub pid_start_time: Option<i64>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub run_id: RunId,
+    pub environment: String,
+    pub sha256: String,
+    pub has_changes: bool,
+    /// JSON text produced by the engine (counts and per-resource actions).
+    pub summary: String,
+    pub plan_path: String,
+    pub json_path: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    pub run_id: RunId,
+    pub environment: String,
+    pub decision: Decision,
+    pub comment: String,
+    pub actor: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+impl std::str::FromStr for Decision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "approve" => Ok(Decision::Approve),
+            "reject" => Ok(Decision::Reject),
+            _ => Err(format!("unknown decision `{s}` (expected approve or reject)")),
+        }
+    }
+}
+
+/// A run with everything a detail view shows.
+#[derive(Debug, Clone)]
+pub struct RunDetail {
+    pub run: Run,
+    pub stages: Vec<Stage>,
+    pub actions: Vec<Action>,
+    pub plans: Vec<Plan>,
+    pub approvals: Vec<Approval>,
+}
+
+/// What to create for a new run: its stages and their actions, all `Pending`.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub project_id: i64,
+    pub pipeline: String,
+    pub pipeline_path: String,
+    pub git_ref: String,
+    pub commit_sha: String,
+    pub spec_yaml: String,
+    /// The first environment, which the new run queues for.
+    pub first_environment: String,
+    pub stages: Vec<NewStage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewStage {
+    pub environment: String,
+    pub kind: StageKind,
+    pub actions: Vec<NewAction>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAction {
+    pub name: String,
+    pub kind: String,
+    pub command: Option<String>,
+    pub timeout_ms: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub project: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Only runs with a smaller id (keyset pagination, newest first).
+    pub before: Option<RunId>,
+    pub limit: i64,
+}
+
+/// One environment's hold and queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvQueue {
+    pub project: String,
+    pub pipeline: String,
+    pub environment: String,
+    pub holder: Option<(RunId, String)>,
+    /// Waiting runs in the order they will get the environment.
+    pub waiting: Vec<RunId>,
+}
+
+/// The answer to an attempt to hold an environment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hold {
+    Acquired,
+    /// Someone else holds it, or an earlier run queues for it.
+    Waiting { holder: Option<RunId> },
+    /// The run is already over (cancelled or superseded meanwhile).
+    RunFinished(RunStatus),
+}
+
+/// An action whose process may still be alive after a crash.
+#[derive(Debug, Clone)]
+pub struct OrphanAction {
+    pub action: ActionId,
+    pub run_id: RunId,
+    pub pid: Option<i64>,
+    pub pid_start_time: Option<i64>,
+}

@@ -1,0 +1,705 @@
+//! Runs, their stages and actions, plans, approvals and environment holds.
+//!
+//! Every status write reads the current status and asks `ferry_core` for the next one inside
+//! a `BEGIN IMMEDIATE` transaction, so concurrent writers (the run's driver, a cancel
+//! request, a newer run superseding this one) serialise and the loser sees an
+//! `InvalidTransition` instead of silently overwriting.
+
+use ferry_core::{
+    ActionEvent, ActionId, ActionStatus, RunEvent, RunId, RunNumber, RunStatus, StageEvent, StageId, StageKind,
+    StageStatus,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use crate::audit::AuditEntry;
+use crate::model::*;
+use crate::{now, parse, Actor, Error, Result, Store};
+
+const RUN_SELECT: &str = "SELECT runs.*, projects.name AS project FROM runs JOIN projects ON projects.id = runs.project_id";
+const ACTIVE: &str = "('Queued', 'InProgress', 'WaitingForApproval', 'Stopping')";
+
+fn run_row(r: &SqliteRow) -> Result<Run> {
+    Ok(Run {
+        id: RunId(r.get("id")),
+        project_id: r.get("project_id"),
+        project: r.get("project"),
+        number: RunNumber(r.get("number")),
+        pipeline: r.get("pipeline"),
+        pipeline_path: r.get("pipeline_path"),
+        git_ref: r.get("git_ref"),
+        commit_sha: r.get("commit_sha"),
+        status: parse("runs", r.get::<&str, _>("status"))?,
+        reason: r.get("reason"),
+        triggered_by: r.get("triggered_by"),
+        spec_yaml: r.get("spec_yaml"),
+        waiting_env: r.get("waiting_env"),
+        created_at: r.get("created_at"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+    })
+}
+
+fn stage_row(r: &SqliteRow) -> Result<Stage> {
+    Ok(Stage {
+        id: StageId(r.get("id")),
+        run_id: RunId(r.get("run_id")),
+        position: r.get("position"),
+        environment: r.get("environment"),
+        kind: parse("stages", r.get::<&str, _>("kind"))?,
+        status: parse("stages", r.get::<&str, _>("status"))?,
+        reason: r.get("reason"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+    })
+}
+
+fn action_row(r: &SqliteRow) -> Result<Action> {
+    Ok(Action {
+        id: ActionId(r.get("id")),
+        stage_id: StageId(r.get("stage_id")),
+        run_id: RunId(r.get("run_id")),
+        position: r.get("position"),
+        name: r.get("name"),
+        kind: r.get("kind"),
+        command: r.get("command"),
+        timeout_ms: r.get("timeout_ms"),
+        status: parse("actions", r.get::<&str, _>("status"))?,
+        exit_code: r.get("exit_code"),
+        error: r.get("error"),
+        pid: r.get("pid"),
+        pid_start_time: r.get("pid_start_time"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+    })
+}
+
+fn plan_row(r: &SqliteRow) -> Plan {
+    Plan {
+        run_id: RunId(r.get("run_id")),
+        environment: r.get("environment"),
+        sha256: r.get("sha256"),
+        has_changes: r.get::<i64, _>("has_changes") != 0,
+        summary: r.get("summary"),
+        plan_path: r.get("plan_path"),
+        json_path: r.get("json_path"),
+        created_at: r.get("created_at"),
+    }
+}
+
+fn approval_row(r: &SqliteRow) -> Result<Approval> {
+    Ok(Approval {
+        run_id: RunId(r.get("run_id")),
+        environment: r.get("environment"),
+        decision: parse("approvals", r.get::<&str, _>("decision"))?,
+        comment: r.get("comment"),
+        actor: r.get("actor"),
+        created_at: r.get("created_at"),
+    })
+}
+
+async fn load_run(conn: &mut SqliteConnection, id: RunId) -> Result<Run> {
+    let row = sqlx::query(&format!("{RUN_SELECT} WHERE runs.id = ?"))
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::NotFound { what: "run", id: id.to_string() })?;
+    run_row(&row)
+}
+
+/// Moves a run to its next status and, when that status is terminal, closes every stage and
+/// action still open (pending ones are skipped, running ones take `child_event`), releases
+/// its environment holds and stops it queueing.
+async fn transition_run_in(
+    conn: &mut SqliteConnection,
+    run: &Run,
+    event: RunEvent,
+    reason: Option<&str>,
+) -> Result<RunStatus> {
+    let next = run.status.apply(event)?;
+    let ts = now();
+    let started = if event == RunEvent::Start { Some(ts.clone()) } else { None };
+    let finished = if next.is_terminal() { Some(ts.clone()) } else { None };
+    sqlx::query(
+        "UPDATE runs SET status = ?, reason = COALESCE(?, reason), started_at = COALESCE(started_at, ?), \
+         finished_at = COALESCE(?, finished_at) WHERE id = ?",
+    )
+    .bind(next.as_str())
+    .bind(reason)
+    .bind(started)
+    .bind(finished)
+    .bind(run.id.0)
+    .execute(&mut *conn)
+    .await?;
+    if next.is_terminal() {
+        let (stage_event, action_event) = match next {
+            RunStatus::Interrupted => (StageEvent::Interrupt, ActionEvent::Interrupt),
+            _ => (StageEvent::Cancel, ActionEvent::Cancel),
+        };
+        close_children(conn, run.id, stage_event, action_event).await?;
+        sqlx::query("DELETE FROM env_holds WHERE run_id = ?").bind(run.id.0).execute(&mut *conn).await?;
+        sqlx::query("UPDATE runs SET waiting_env = NULL WHERE id = ?").bind(run.id.0).execute(&mut *conn).await?;
+    }
+    Ok(next)
+}
+
+async fn close_children(
+    conn: &mut SqliteConnection,
+    run: RunId,
+    stage_event: StageEvent,
+    action_event: ActionEvent,
+) -> Result<()> {
+    let ts = now();
+    let stages = sqlx::query("SELECT * FROM stages WHERE run_id = ?").bind(run.0).fetch_all(&mut *conn).await?;
+    for row in &stages {
+        let stage = stage_row(row)?;
+        if stage.status.is_terminal() {
+            continue;
+        }
+        let event = if stage.status == StageStatus::Pending { StageEvent::Skip } else { stage_event };
+        let next = stage.status.apply(event)?;
+        sqlx::query("UPDATE stages SET status = ?, finished_at = ? WHERE id = ?")
+            .bind(next.as_str())
+            .bind(&ts)
+            .bind(stage.id.0)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let actions = sqlx::query("SELECT * FROM actions WHERE run_id = ?").bind(run.0).fetch_all(&mut *conn).await?;
+    for row in &actions {
+        let action = action_row(row)?;
+        if action.status.is_terminal() {
+            continue;
+        }
+        let event = if action.status == ActionStatus::Pending { ActionEvent::Skip } else { action_event };
+        let next = action.status.apply(event)?;
+        sqlx::query("UPDATE actions SET status = ?, finished_at = ? WHERE id = ?")
+            .bind(next.as_str())
+            .bind(&ts)
+            .bind(action.id.0)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn run_audit(action: &str, run: &Run) -> AuditEntry {
+    AuditEntry::new(action, format!("run/{}", run.id))
+        .details(serde_json::json!({ "project": run.project, "pipeline": run.pipeline, "number": run.number.0 }))
+}
+
+impl Store {
+    /// Creates a run in `Queued`, with all its stages and actions `Pending`, queueing for its
+    /// first environment.
+    pub async fn create_run(&self, actor: &Actor, new: &NewRun) -> Result<Run> {
+        let mut tx = self.write().await?;
+        let number: i64 = sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE project_id = ?")
+            .bind(new.project_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let id: i64 = sqlx::query(
+            "INSERT INTO runs (project_id, number, pipeline, pipeline_path, git_ref, commit_sha, status, triggered_by, \
+             spec_yaml, waiting_env, created_at) VALUES (?, ?, ?, ?, ?, ?, 'Queued', ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(new.project_id)
+        .bind(number)
+        .bind(&new.pipeline)
+        .bind(&new.pipeline_path)
+        .bind(&new.git_ref)
+        .bind(&new.commit_sha)
+        .bind(&actor.name)
+        .bind(&new.spec_yaml)
+        .bind(&new.first_environment)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        for (position, stage) in new.stages.iter().enumerate() {
+            let stage_id: i64 = sqlx::query(
+                "INSERT INTO stages (run_id, position, environment, kind, status) VALUES (?, ?, ?, ?, 'Pending') RETURNING id",
+            )
+            .bind(id)
+            .bind(position as i64)
+            .bind(&stage.environment)
+            .bind(stage.kind.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            for (apos, action) in stage.actions.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO actions (stage_id, run_id, position, name, kind, command, timeout_ms, status) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 'Pending')",
+                )
+                .bind(stage_id)
+                .bind(id)
+                .bind(apos as i64)
+                .bind(&action.name)
+                .bind(&action.kind)
+                .bind(&action.command)
+                .bind(action.timeout_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let run = load_run(&mut tx, RunId(id)).await?;
+        let entry = run_audit("run.create", &run);
+        let entry = AuditEntry {
+            details: serde_json::json!({
+                "project": run.project, "pipeline": run.pipeline, "number": run.number.0,
+                "ref": run.git_ref, "commit": run.commit_sha,
+            }),
+            ..entry
+        };
+        let record = self.audit_in(&mut tx, actor, entry).await?;
+        tx.commit().await?;
+        self.audit_committed(&record)?;
+        Ok(run)
+    }
+
+    pub async fn run(&self, id: RunId) -> Result<Run> {
+        let mut conn = self.pool.acquire().await?;
+        load_run(&mut conn, id).await
+    }
+
+    pub async fn run_detail(&self, id: RunId) -> Result<RunDetail> {
+        let mut conn = self.pool.acquire().await?;
+        let run = load_run(&mut conn, id).await?;
+        let stages = sqlx::query("SELECT * FROM stages WHERE run_id = ? ORDER BY position")
+            .bind(id.0)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(stage_row)
+            .collect::<Result<Vec<_>>>()?;
+        let actions = sqlx::query(
+            "SELECT actions.* FROM actions JOIN stages ON stages.id = actions.stage_id \
+             WHERE actions.run_id = ? ORDER BY stages.position, actions.position",
+        )
+        .bind(id.0)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(action_row)
+        .collect::<Result<Vec<_>>>()?;
+        let plans = sqlx::query("SELECT * FROM plans WHERE run_id = ? ORDER BY id")
+            .bind(id.0)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(plan_row)
+            .collect();
+        let approvals = sqlx::query("SELECT * FROM approvals WHERE run_id = ? ORDER BY id")
+            .bind(id.0)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(approval_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RunDetail { run, stages, actions, plans, approvals })
+    }
+
+    /// Runs newest first, filtered, keyset-paginated by id.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let mut sql = format!("{RUN_SELECT} WHERE 1 = 1");
+        if filter.project.is_some() {
+            sql.push_str(" AND projects.name = ?");
+        }
+        if filter.status.is_some() {
+            sql.push_str(" AND runs.status = ?");
+        }
+        if filter.before.is_some() {
+            sql.push_str(" AND runs.id < ?");
+        }
+        sql.push_str(" ORDER BY runs.id DESC LIMIT ?");
+        let mut query = sqlx::query(&sql);
+        if let Some(project) = &filter.project {
+            query = query.bind(project);
+        }
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(before) = filter.before {
+            query = query.bind(before.0);
+        }
+        let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    /// Runs that are not finished, oldest first.
+    pub async fn active_runs(&self) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!("{RUN_SELECT} WHERE runs.status IN {ACTIVE} ORDER BY runs.id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    /// Counts of runs by status, for `/metrics`.
+    pub async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM runs GROUP BY status").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((parse("runs", r.get::<&str, _>(0))?, r.get(1)))).collect()
+    }
+
+    /// Applies `event` to a run. With an `actor` (a person cancelling, say) the change is
+    /// audited; the engine's own progress (a stage succeeded) is not a decision and is not.
+    pub async fn transition_run(&self, id: RunId, event: RunEvent, reason: Option<&str>, actor: Option<&Actor>) -> Result<Run> {
+        let mut tx = self.write().await?;
+        let run = load_run(&mut tx, id).await?;
+        transition_run_in(&mut tx, &run, event, reason).await?;
+        let record = match actor {
+            Some(actor) => {
+                let entry = run_audit(&format!("run.{}", event.as_str()), &run)
+                    .details(serde_json::json!({ "from": run.status.as_str(), "reason": reason }));
+                Some(self.audit_in(&mut tx, actor, entry).await?)
+            }
+            None => None,
+        };
+        let run = load_run(&mut tx, id).await?;
+        tx.commit().await?;
+        if let Some(record) = record {
+            self.audit_committed(&record)?;
+        }
+        Ok(run)
+    }
+
+    pub async fn transition_stage(&self, id: StageId, event: StageEvent, reason: Option<&str>) -> Result<StageStatus> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query("SELECT * FROM stages WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "stage", id: id.to_string() })?;
+        let stage = stage_row(&row)?;
+        let next = stage.status.apply(event)?;
+        let ts = now();
+        let started = if event == StageEvent::Start { Some(ts.clone()) } else { None };
+        let finished = if next.is_terminal() { Some(ts) } else { None };
+        sqlx::query(
+            "UPDATE stages SET status = ?, reason = COALESCE(?, reason), started_at = COALESCE(started_at, ?), \
+             finished_at = COALESCE(?, finished_at) WHERE id = ?",
+        )
+        .bind(next.as_str())
+        .bind(reason)
+        .bind(started)
+        .bind(finished)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// Marks an action started.
+    pub async fn start_action(&self, id: ActionId) -> Result<()> {
+        self.finish_action(id, ActionEvent::Start, None, None).await
+    }
+
+    /// Records the process group of a running action, so a restarted server can kill it.
+    pub async fn set_action_process(&self, id: ActionId, pid: u32, start_time: u64) -> Result<()> {
+        sqlx::query("UPDATE actions SET pid = ?, pid_start_time = ? WHERE id = ?")
+            .bind(pid as i64)
+            .bind(start_time as i64)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Applies `event` to an action, with its exit code or error when it ends.
+    pub async fn finish_action(&self, id: ActionId, event: ActionEvent, exit_code: Option<i32>, error: Option<&str>) -> Result<()> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "action", id: id.to_string() })?;
+        let action = action_row(&row)?;
+        let next = action.status.apply(event)?;
+        let ts = now();
+        let started = if event == ActionEvent::Start { Some(ts.clone()) } else { None };
+        let finished = if next.is_terminal() { Some(ts) } else { None };
+        sqlx::query(
+            "UPDATE actions SET status = ?, exit_code = COALESCE(?, exit_code), error = COALESCE(?, error), \
+             started_at = COALESCE(started_at, ?), finished_at = COALESCE(?, finished_at) WHERE id = ?",
+        )
+        .bind(next.as_str())
+        .bind(exit_code)
+        .bind(error)
+        .bind(started)
+        .bind(finished)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Actions recorded as running: after a crash, their process groups may still be alive.
+    pub async fn orphan_actions(&self) -> Result<Vec<OrphanAction>> {
+        let rows = sqlx::query("SELECT id, run_id, pid, pid_start_time FROM actions WHERE status = 'InProgress'")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OrphanAction {
+                action: ActionId(r.get(0)),
+                run_id: RunId(r.get(1)),
+                pid: r.get(2),
+                pid_start_time: r.get(3),
+            })
+            .collect())
+    }
+
+    pub async fn record_plan(&self, plan: &Plan) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO plans (run_id, environment, sha256, has_changes, summary, plan_path, json_path, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, environment) DO UPDATE SET sha256 = excluded.sha256, \
+             has_changes = excluded.has_changes, summary = excluded.summary, plan_path = excluded.plan_path, \
+             json_path = excluded.json_path, created_at = excluded.created_at",
+        )
+        .bind(plan.run_id.0)
+        .bind(&plan.environment)
+        .bind(&plan.sha256)
+        .bind(plan.has_changes as i64)
+        .bind(&plan.summary)
+        .bind(&plan.plan_path)
+        .bind(&plan.json_path)
+        .bind(&plan.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn plan(&self, run: RunId, environment: &str) -> Result<Option<Plan>> {
+        let row = sqlx::query("SELECT * FROM plans WHERE run_id = ? AND environment = ?")
+            .bind(run.0)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(plan_row))
+    }
+
+    /// Puts the run in `WaitingForApproval` with its approval stage waiting, atomically.
+    pub async fn await_approval(&self, run: RunId, stage: StageId) -> Result<()> {
+        let mut tx = self.write().await?;
+        let current = load_run(&mut tx, run).await?;
+        let row = sqlx::query("SELECT * FROM stages WHERE id = ?").bind(stage.0).fetch_one(&mut *tx).await?;
+        let stage = stage_row(&row)?;
+        let next = stage.status.apply(StageEvent::AwaitApproval)?;
+        transition_run_in(&mut tx, &current, RunEvent::AwaitApproval, None).await?;
+        sqlx::query("UPDATE stages SET status = ? WHERE id = ?").bind(next.as_str()).bind(stage.id.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records an approval decision. Refused unless the run waits for an approval in
+    /// `environment`, and unless the decider is not the identity that triggered the run.
+    /// An approval lets the run continue; a rejection fails it.
+    pub async fn decide(&self, actor: &Actor, run_id: RunId, environment: &str, decision: Decision, comment: &str) -> Result<Run> {
+        let mut tx = self.write().await?;
+        let run = load_run(&mut tx, run_id).await?;
+        let target = format!("run/{run_id}");
+        let denied = if let Err(denied) = ferry_core::may_approve(&run.triggered_by, &actor.name) {
+            Some(Error::Denied(denied.to_string()))
+        } else {
+            None
+        };
+        if let Some(err) = denied {
+            let entry = AuditEntry::new(&format!("run.{}", decision.as_str()), target)
+                .outcome("denied")
+                .details(serde_json::json!({ "environment": environment, "reason": err.to_string() }));
+            let record = self.audit_in(&mut tx, actor, entry).await?;
+            tx.commit().await?;
+            self.audit_committed(&record)?;
+            return Err(err);
+        }
+        let stage_row_opt = sqlx::query("SELECT * FROM stages WHERE run_id = ? AND environment = ? AND kind = ?")
+            .bind(run_id.0)
+            .bind(environment)
+            .bind(StageKind::Approval.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let stage = match stage_row_opt {
+            Some(row) => stage_row(&row)?,
+            None => {
+                return Err(Error::Conflict(format!(
+                    "run {run_id} has no approval step in environment `{environment}`"
+                )))
+            }
+        };
+        if run.status != RunStatus::WaitingForApproval || stage.status != StageStatus::WaitingForApproval {
+            return Err(Error::Conflict(format!(
+                "run {run_id} is not waiting for an approval in `{environment}` (run is {}, approval step is {})",
+                run.status, stage.status
+            )));
+        }
+        sqlx::query("INSERT INTO approvals (run_id, environment, decision, comment, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(run_id.0)
+            .bind(environment)
+            .bind(decision.as_str())
+            .bind(comment)
+            .bind(&actor.name)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        let (stage_event, run_event, reason) = match decision {
+            Decision::Approve => (StageEvent::Succeed, RunEvent::Approved, None),
+            Decision::Reject => (
+                StageEvent::Fail,
+                RunEvent::Fail,
+                Some(format!("rejected in {environment} by {}: {comment}", actor.name)),
+            ),
+        };
+        let next = stage.status.apply(stage_event)?;
+        sqlx::query("UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE id = ?")
+            .bind(next.as_str())
+            .bind(&reason)
+            .bind(now())
+            .bind(stage.id.0)
+            .execute(&mut *tx)
+            .await?;
+        transition_run_in(&mut tx, &run, run_event, reason.as_deref()).await?;
+        let entry = run_audit(&format!("run.{}", decision.as_str()), &run)
+            .details(serde_json::json!({ "environment": environment, "comment": comment }));
+        let record = self.audit_in(&mut tx, actor, entry).await?;
+        let run = load_run(&mut tx, run_id).await?;
+        tx.commit().await?;
+        self.audit_committed(&record)?;
+        Ok(run)
+    }
+
+    /// Tries to hold `environment` for `run`. Fair: a run gets a free environment only if no
+    /// older run is queueing for it. When the answer is `Waiting`, the run is recorded as
+    /// queueing for it (visible in [`Store::queue`]).
+    pub async fn acquire_environment(&self, run_id: RunId, environment: &str) -> Result<Hold> {
+        let mut tx = self.write().await?;
+        let run = load_run(&mut tx, run_id).await?;
+        if run.status.is_terminal() {
+            return Ok(Hold::RunFinished(run.status));
+        }
+        let holder: Option<i64> = sqlx::query(
+            "SELECT run_id FROM env_holds WHERE project_id = ? AND pipeline = ? AND environment = ?",
+        )
+        .bind(run.project_id)
+        .bind(&run.pipeline)
+        .bind(environment)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get(0));
+        if holder == Some(run_id.0) {
+            return Ok(Hold::Acquired);
+        }
+        let older_waiting = sqlx::query(&format!(
+            "SELECT 1 FROM runs WHERE project_id = ? AND pipeline = ? AND waiting_env = ? AND id < ? AND status IN {ACTIVE} LIMIT 1"
+        ))
+        .bind(run.project_id)
+        .bind(&run.pipeline)
+        .bind(environment)
+        .bind(run_id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        let hold = if holder.is_none() && !older_waiting {
+            sqlx::query("INSERT INTO env_holds (project_id, pipeline, environment, run_id, since) VALUES (?, ?, ?, ?, ?)")
+                .bind(run.project_id)
+                .bind(&run.pipeline)
+                .bind(environment)
+                .bind(run_id.0)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE runs SET waiting_env = NULL WHERE id = ?").bind(run_id.0).execute(&mut *tx).await?;
+            Hold::Acquired
+        } else {
+            sqlx::query("UPDATE runs SET waiting_env = ? WHERE id = ?")
+                .bind(environment)
+                .bind(run_id.0)
+                .execute(&mut *tx)
+                .await?;
+            Hold::Waiting { holder: holder.map(RunId) }
+        };
+        tx.commit().await?;
+        Ok(hold)
+    }
+
+    pub async fn release_environment(&self, run_id: RunId, environment: &str) -> Result<()> {
+        sqlx::query("DELETE FROM env_holds WHERE run_id = ? AND environment = ?")
+            .bind(run_id.0)
+            .bind(environment)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// In `superseded` mode: ends older runs of the same pipeline that still wait for
+    /// `environment` (queued for it, or holding it while waiting for an approval). Returns
+    /// the runs it superseded.
+    pub async fn supersede_older(&self, run_id: RunId, environment: &str) -> Result<Vec<RunId>> {
+        let mut tx = self.write().await?;
+        let run = load_run(&mut tx, run_id).await?;
+        let rows = sqlx::query(&format!(
+            "{RUN_SELECT} WHERE runs.project_id = ? AND runs.pipeline = ? AND runs.id < ? AND ( \
+               (runs.waiting_env = ? AND runs.status IN ('Queued', 'InProgress')) OR \
+               (runs.status = 'WaitingForApproval' AND EXISTS (SELECT 1 FROM env_holds h WHERE h.run_id = runs.id AND h.environment = ?)) \
+             ) ORDER BY runs.id"
+        ))
+        .bind(run.project_id)
+        .bind(&run.pipeline)
+        .bind(run_id.0)
+        .bind(environment)
+        .bind(environment)
+        .fetch_all(&mut *tx)
+        .await?;
+        let system = Actor::system("engine");
+        let mut superseded = Vec::new();
+        let mut records = Vec::new();
+        for row in &rows {
+            let old = run_row(row)?;
+            let reason = format!("superseded by run {} (#{}) in {environment}", run.id, run.number);
+            transition_run_in(&mut tx, &old, RunEvent::Supersede, Some(&reason)).await?;
+            let entry = run_audit("run.supersede", &old).details(serde_json::json!({ "by": run.id.0, "environment": environment }));
+            records.push(self.audit_in(&mut tx, &system, entry).await?);
+            superseded.push(old.id);
+        }
+        tx.commit().await?;
+        for record in &records {
+            self.audit_committed(record)?;
+        }
+        Ok(superseded)
+    }
+
+    /// Who holds each environment and who queues for it.
+    pub async fn queue(&self) -> Result<Vec<EnvQueue>> {
+        let holds = sqlx::query(
+            "SELECT projects.name, h.pipeline, h.environment, h.run_id, h.since FROM env_holds h \
+             JOIN projects ON projects.id = h.project_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let waiting = sqlx::query(&format!(
+            "SELECT projects.name, runs.pipeline, runs.waiting_env, runs.id FROM runs JOIN projects ON projects.id = runs.project_id \
+             WHERE runs.waiting_env IS NOT NULL AND runs.status IN {ACTIVE} ORDER BY runs.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<EnvQueue> = Vec::new();
+        fn slot<'a>(out: &'a mut Vec<EnvQueue>, project: String, pipeline: String, environment: String) -> &'a mut EnvQueue {
+            let pos = out
+                .iter()
+                .position(|q| q.project == project && q.pipeline == pipeline && q.environment == environment)
+                .unwrap_or_else(|| {
+                    out.push(EnvQueue { project, pipeline, environment, holder: None, waiting: Vec::new() });
+                    out.len() - 1
+                });
+            &mut out[pos]
+        }
+        for r in &holds {
+            slot(&mut out, r.get(0), r.get(1), r.get(2)).holder = Some((RunId(r.get(3)), r.get(4)));
+        }
+        for r in &waiting {
+            slot(&mut out, r.get(0), r.get(1), r.get(2)).waiting.push(RunId(r.get(3)));
+        }
+        out.sort_by(|a, b| (&a.project, &a.pipeline, &a.environment).cmp(&(&b.project, &b.pipeline, &b.environment)));
+        Ok(out)
+    }
+}

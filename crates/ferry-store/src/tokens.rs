@@ -1,0 +1,139 @@
+//! Named API tokens and projects: the small, rarely-written tables.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::audit::AuditEntry;
+use crate::{now, Actor, Error, Project, Result, Store, Token};
+
+fn token_row(r: &SqliteRow) -> Token {
+    Token {
+        id: r.get("id"),
+        name: r.get("name"),
+        hint: r.get("hint"),
+        admin: r.get::<i64, _>("admin") != 0,
+        created_at: r.get("created_at"),
+        created_by: r.get("created_by"),
+        revoked_at: r.get("revoked_at"),
+        last_used_at: r.get("last_used_at"),
+    }
+}
+
+fn project_row(r: &SqliteRow) -> Project {
+    Project {
+        id: r.get("id"),
+        name: r.get("name"),
+        repo: r.get("repo"),
+        created_at: r.get("created_at"),
+        created_by: r.get("created_by"),
+    }
+}
+
+impl Store {
+    /// Stores a token by its hash. The plaintext never reaches this crate.
+    pub async fn create_token(&self, actor: &Actor, name: &str, hash: &str, hint: &str, admin: bool) -> Result<Token> {
+        let mut tx = self.write().await?;
+        let exists = sqlx::query("SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(Error::AlreadyExists { what: "token", id: name.to_owned() });
+        }
+        let row = sqlx::query(
+            "INSERT INTO tokens (name, hash, hint, admin, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(hint)
+        .bind(admin as i64)
+        .bind(now())
+        .bind(&actor.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let token = token_row(&row);
+        let entry = AuditEntry::new("token.create", format!("token/{name}")).details(serde_json::json!({ "admin": admin }));
+        let record = self.audit_in(&mut tx, actor, entry).await?;
+        tx.commit().await?;
+        self.audit_committed(&record)?;
+        Ok(token)
+    }
+
+    /// The active (not revoked) token with this hash.
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(token_row))
+    }
+
+    /// Records that a token was used, at most once a minute per token so reads stay reads.
+    pub async fn touch_token(&self, id: i64) -> Result<()> {
+        let cutoff = (chrono::Utc::now() - chrono::Duration::seconds(60))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        sqlx::query("UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+            .bind(now())
+            .bind(id)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<Token>> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY id").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+
+    pub async fn count_tokens(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM tokens").fetch_one(&self.pool).await?.get(0))
+    }
+
+    pub async fn revoke_token(&self, actor: &Actor, name: &str) -> Result<Token> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING *")
+            .bind(now())
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "token", id: name.to_owned() })?;
+        let record = self.audit_in(&mut tx, actor, AuditEntry::new("token.revoke", format!("token/{name}"))).await?;
+        tx.commit().await?;
+        self.audit_committed(&record)?;
+        Ok(token_row(&row))
+    }
+
+    pub async fn create_project(&self, actor: &Actor, name: &str, repo: &str) -> Result<Project> {
+        let mut tx = self.write().await?;
+        if sqlx::query("SELECT 1 FROM projects WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?.is_some() {
+            return Err(Error::AlreadyExists { what: "project", id: name.to_owned() });
+        }
+        let row = sqlx::query("INSERT INTO projects (name, repo, created_at, created_by) VALUES (?, ?, ?, ?) RETURNING *")
+            .bind(name)
+            .bind(repo)
+            .bind(now())
+            .bind(&actor.name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let entry = AuditEntry::new("project.create", format!("project/{name}")).details(serde_json::json!({ "repo": repo }));
+        let record = self.audit_in(&mut tx, actor, entry).await?;
+        tx.commit().await?;
+        self.audit_committed(&record)?;
+        Ok(project_row(&row))
+    }
+
+    pub async fn project(&self, name: &str) -> Result<Project> {
+        sqlx::query("SELECT * FROM projects WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| project_row(&r))
+            .ok_or_else(|| Error::NotFound { what: "project", id: name.to_owned() })
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>> {
+        let rows = sqlx::query("SELECT * FROM projects ORDER BY name").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(project_row).collect())
+    }
+}
