@@ -57,6 +57,8 @@ pub enum Error {
     AmbiguousPipeline { available: Vec<String> },
     #[error("{path} is not a valid pipeline:\n{}", diagnostics.join("\n"))]
     InvalidPipeline { path: String, diagnostics: Vec<String> },
+    #[error("secret `{name}` is not defined (referenced by {path}; the secret store is not available yet)")]
+    MissingSecret { name: String, path: String },
     #[error(transparent)]
     Terraform(#[from] terraform::BinaryError),
     #[error("the server is shutting down")]
@@ -247,6 +249,9 @@ impl Engine {
                 diagnostics: lowered.errors().map(ToString::to_string).collect(),
             });
         };
+        if let Some(secret) = spec.secrets.first() {
+            return Err(Error::MissingSecret { name: secret.name.clone(), path });
+        }
         terraform::check_binary(&spec.terraform, &self.inner.config.path_var).await?;
         let new = NewRun {
             project_id: project.id,

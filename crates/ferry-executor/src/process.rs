@@ -171,7 +171,7 @@ pub fn spawn(spec: &ActionSpec) -> io::Result<Running> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        //.process_group(0)
+        .process_group(0)
         .kill_on_drop(false);
     let mut child = cmd.spawn().map_err(|e| {
         let (program, cwd) = (program.display(), spec.cwd.display());

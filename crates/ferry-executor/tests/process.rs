@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{group_members, run, shell, PATH};
+use common::{alive, group_members, printed_pids, run, shell, PATH};
 use ferry_executor::{
     kill_recorded_group, process_start_time, read_log, spawn, ActionSpec, Command, Identity,
     OutputFilter, Outcome, RunLog, Stream,
@@ -136,13 +136,17 @@ async fn many_lines_are_numbered_in_order() {
 #[tokio::test]
 async fn timeout_kills_the_action_and_its_grandchildren() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = shell("sleep 1000 & sleep 1000; wait", dir.path(), Duration::from_millis(300));
+    let script = "sleep 1000 & echo $!; sleep 1000; wait";
+    let mut spec = shell(script, dir.path(), Duration::from_millis(300));
     spec.kill_grace = Duration::from_secs(20);
     let ran = run(dir.path(), &spec, CancellationToken::new()).await;
     assert_eq!(ran.outcome, Outcome::TimedOut);
     // Everything died of SIGTERM; the grace did not have to run out.
     assert!(ran.elapsed < Duration::from_secs(5), "{:?}", ran.elapsed);
     assert_eq!(group_members(ran.pid), Vec::<u32>::new());
+    let grandchild = printed_pids(&ran);
+    assert_eq!(grandchild.len(), 1);
+    assert!(!alive(grandchild[0]));
     assert_eq!(
         ran.texts(Stream::Sys),
         ["timed out after 300ms; sending SIGTERM to the process group"]
@@ -152,7 +156,7 @@ async fn timeout_kills_the_action_and_its_grandchildren() {
 #[tokio::test]
 async fn term_ignoring_group_is_killed_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
-    let script = r#"trap "" TERM; sleep 1000 & sleep 1000; wait"#;
+    let script = r#"trap "" TERM; sleep 1000 & echo $!; sleep 1000; wait"#;
     let mut spec = shell(script, dir.path(), Duration::from_millis(200));
     spec.kill_grace = Duration::from_millis(800);
     let ran = run(dir.path(), &spec, CancellationToken::new()).await;
@@ -160,6 +164,9 @@ async fn term_ignoring_group_is_killed_after_the_grace() {
     assert!(ran.elapsed >= Duration::from_millis(1000), "{:?}", ran.elapsed);
     assert!(ran.elapsed < Duration::from_secs(5), "{:?}", ran.elapsed);
     assert_eq!(group_members(ran.pid), Vec::<u32>::new());
+    let grandchild = printed_pids(&ran);
+    assert_eq!(grandchild.len(), 1);
+    assert!(!alive(grandchild[0]));
     assert_eq!(
         ran.texts(Stream::Sys),
         [
@@ -189,23 +196,28 @@ async fn cancel_token_stops_the_action() {
 #[tokio::test]
 async fn background_child_holding_the_pipe_does_not_hang_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = run(dir.path(), &shell("sleep 1000 & echo done", dir.path(), MINUTE), CancellationToken::new()).await;
+    let ran = run(dir.path(), &shell("sleep 1000 & echo $!", dir.path(), MINUTE), CancellationToken::new()).await;
     assert_eq!(ran.outcome, Outcome::Exited(0));
     assert!(ran.elapsed < Duration::from_secs(5), "{:?}", ran.elapsed);
-    assert_eq!(ran.texts(Stream::Out), ["done"]);
     assert_eq!(group_members(ran.pid), Vec::<u32>::new());
+    let background = printed_pids(&ran);
+    assert_eq!(background.len(), 1);
+    assert!(!alive(background[0]));
     assert_eq!(ran.texts(Stream::Sys).len(), 1);
 }
 
 #[tokio::test]
 async fn leftover_background_process_is_killed_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
-    let script = "sleep 1000 >/dev/null 2>&1 & echo done";
+    let script = "sleep 1000 >/dev/null 2>&1 & echo $!";
     let ran = run(dir.path(), &shell(script, dir.path(), MINUTE), CancellationToken::new()).await;
     assert_eq!(ran.outcome, Outcome::Exited(0));
     // The pipes closed at once, so there was no drain wait.
     assert!(ran.elapsed < Duration::from_millis(1500), "{:?}", ran.elapsed);
     assert_eq!(group_members(ran.pid), Vec::<u32>::new());
+    let background = printed_pids(&ran);
+    assert_eq!(background.len(), 1);
+    assert!(!alive(background[0]));
     assert_eq!(ran.texts(Stream::Sys), Vec::<String>::new());
 }
 
@@ -254,7 +266,10 @@ async fn output_filters_apply_per_stream() {
     let path = dir.path().join("run.log");
     let mut log = RunLog::open(&path).await.unwrap();
     let mut action = log.action(7);
-    let spec = shell("echo secret; echo secret >&2; printf 'no newline s'", dir.path(), MINUTE);
+    // stderr is written (and read) well before stdout ends, so the order of
+    // the stored lines is fixed: the held-back stdout comes out at its end.
+    let script = "echo secret >&2; sleep 0.3; echo secret; printf 'no newline s'";
+    let spec = shell(script, dir.path(), MINUTE);
     let running = spawn(&spec).unwrap().with_filters(Box::new(HoldAndMask(Vec::new())), Box::new(Identity));
     let outcome = running.wait(&mut action, CancellationToken::new()).await.unwrap();
     assert_eq!(outcome, Outcome::Exited(0));

@@ -95,3 +95,19 @@ pub async fn group_gone_within(pgid: u32, limit: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Whether `pid` is a live (non-zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().next().unwrap();
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pids printed by the action (`echo $!`) on stdout.
+pub fn printed_pids(ran: &Ran) -> Vec<u32> {
+    ran.texts(ferry_executor::Stream::Out).iter().filter_map(|t| t.parse().ok()).collect()
+}

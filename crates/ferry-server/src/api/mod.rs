@@ -1,0 +1,42 @@
+//! The `/api/v1` routes, one module per resource, and the OpenAPI document built from their
+//! annotations.
+
+pub(crate) mod logs;
+pub(crate) mod projects;
+pub(crate) mod runs;
+pub(crate) mod system;
+pub(crate) mod tokens;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ferry API", description = "Continuous delivery for Terraform and OpenTofu."),
+    paths(
+        system::healthz, system::readyz, system::whoami, system::queue,
+        projects::projects_create, projects::projects_list, projects::projects_get, projects::pipelines_list,
+        runs::runs_create, runs::runs_list, runs::runs_get, runs::runs_cancel, runs::approvals_create,
+        logs::logs_get, logs::logs_stream,
+        tokens::tokens_create, tokens::tokens_list, tokens::tokens_revoke,
+    ),
+    components(schemas(
+        ferry_api::ErrorBody, ferry_api::Health, ferry_api::Whoami, ferry_api::ProjectCreate, ferry_api::Project,
+        ferry_api::Pipeline, ferry_api::PipelineList, ferry_api::RunCreate, ferry_api::Run, ferry_api::RunPage,
+        ferry_api::RunDetail, ferry_api::Stage, ferry_api::Action, ferry_api::PlanSummary, ferry_api::ResourceChange,
+        ferry_api::Approval, ferry_api::ApprovalCreate, ferry_api::LogLine, ferry_api::LogPage,
+        ferry_api::EnvironmentQueue, ferry_api::TokenCreate, ferry_api::Token, ferry_api::TokenCreated,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}

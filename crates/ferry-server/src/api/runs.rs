@@ -1,0 +1,99 @@
+//! Runs: trigger, list, inspect, cancel, and approve or reject.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use ferry_api as api;
+use ferry_core::{RunId, RunStatus};
+use ferry_store::{Decision, RunFilter};
+use serde::Deserialize;
+
+use crate::auth::Identity;
+use crate::convert;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
+use crate::AppState;
+
+/// Triggers a run of a pipeline on a branch, tag or commit.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/runs", params(("project" = String, Path)), request_body = api::RunCreate,
+    responses((status = 201, body = api::Run), (status = 404, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
+pub(crate) async fn runs_create(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(project): Path<String>,
+    Json(body): Json<api::RunCreate>,
+) -> ApiResult<(StatusCode, axum::Json<api::Run>)> {
+    let run = state.engine.trigger(&identity.actor(), &project, body.git_ref.as_deref(), body.pipeline.as_deref()).await?;
+    Ok((StatusCode::CREATED, axum::Json(convert::run(run))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunsQuery {
+    /// Only runs of this project.
+    project: Option<String>,
+    /// Only runs in this status.
+    status: Option<String>,
+    /// Page size, 1–500 (default 50).
+    limit: Option<i64>,
+    /// Only runs older than this id (from `next_before`).
+    before: Option<i64>,
+}
+
+/// Runs, newest first.
+#[utoipa::path(get, path = "/api/v1/runs", params(RunsQuery), responses((status = 200, body = api::RunPage), (status = 400, body = api::ErrorBody)))]
+pub(crate) async fn runs_list(
+    State(state): State<AppState>,
+    _identity: Identity,
+    Query(query): Query<RunsQuery>,
+) -> ApiResult<axum::Json<api::RunPage>> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let status = match &query.status {
+        Some(s) => Some(s.parse::<RunStatus>().map_err(|e| ApiError::bad_request(e.to_string()))?),
+        None => None,
+    };
+    let filter = RunFilter { project: query.project, status, before: query.before.map(RunId), limit: limit + 1 };
+    let mut runs = state.engine.store().list_runs(&filter).await?;
+    let next_before = if runs.len() as i64 > limit {
+        runs.truncate(limit as usize);
+        runs.last().map(|r| r.id.0)
+    } else {
+        None
+    };
+    Ok(axum::Json(api::RunPage { runs: runs.into_iter().map(convert::run).collect(), next_before }))
+}
+
+/// A run with its stages, actions, plan summaries and approvals.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = api::RunDetail), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn runs_get(State(state): State<AppState>, _identity: Identity, Path(id): Path<i64>) -> ApiResult<axum::Json<api::RunDetail>> {
+    let detail = state.engine.store().run_detail(RunId(id)).await?;
+    Ok(axum::Json(convert::run_detail(detail)))
+}
+
+/// Cancels a run; its running action is terminated.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", params(("id" = i64, Path)),
+    responses((status = 200, body = api::Run), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn runs_cancel(State(state): State<AppState>, identity: Identity, Path(id): Path<i64>) -> ApiResult<axum::Json<api::Run>> {
+    let run = state.engine.cancel(&identity.actor(), RunId(id)).await?;
+    Ok(axum::Json(convert::run(run)))
+}
+
+/// Approves or rejects the approval a run waits for. Whoever triggered the run cannot.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/approvals", params(("id" = i64, Path)), request_body = api::ApprovalCreate,
+    responses((status = 200, body = api::Run), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn approvals_create(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<i64>,
+    Json(body): Json<api::ApprovalCreate>,
+) -> ApiResult<axum::Json<api::Run>> {
+    let decision: Decision = body.decision.parse().map_err(ApiError::bad_request)?;
+    if body.comment.trim().is_empty() {
+        return Err(ApiError::bad_request("a comment is required"));
+    }
+    let run = state.engine.decide(&identity.actor(), RunId(id), &body.environment, decision, body.comment.trim()).await?;
+    Ok(axum::Json(convert::run(run)))
+}

@@ -1,0 +1,64 @@
+//! Who is calling: every API request carries `Authorization: Bearer <token>`; the token is
+//! looked up by its SHA-256 hash (never stored in clear) and becomes the request's
+//! [`Identity`], which names the actor in the audit log.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::header::AUTHORIZATION;
+use ferry_core::Actor;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub name: String,
+    pub admin: bool,
+    /// The peer address, for the audit log.
+    pub source: String,
+}
+
+impl Identity {
+    pub(crate) fn actor(&self) -> Actor {
+        Actor { name: self.name.clone(), source: self.source.clone() }
+    }
+
+    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this needs an admin token"))
+        }
+    }
+}
+
+pub(crate) fn peer(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.to_string())
+        .unwrap_or_else(|| "local".to_owned())
+}
+
+impl FromRequestParts<AppState> for Identity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(ApiError::unauthorized)?;
+        if !ferry_secrets::looks_like_token(token) {
+            return Err(ApiError::unauthorized());
+        }
+        let hash = ferry_secrets::hash_token(token);
+        let store = state.engine.store();
+        let found = store.token_by_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?;
+        store.touch_token(found.id).await?;
+        Ok(Identity { name: found.name, admin: found.admin, source: peer(parts) })
+    }
+}
