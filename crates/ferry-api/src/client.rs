@@ -37,6 +37,10 @@ impl Client {
         Client { base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
     }
 
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

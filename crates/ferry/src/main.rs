@@ -1,1 +1,194 @@
-fn main() {}
+//! `ferry`: the one binary. The server, the CLI that talks to it, and offline tools
+//! (`validate`, `audit verify`). This file only parses arguments and dispatches; the work
+//! lives in the library crates and in `cli.rs`.
+
+mod cli;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "ferry", version, about = "Continuous delivery for Terraform and OpenTofu")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Server URL (default: the URL the local server wrote to DATA_DIR/server.url, else http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "FERRY_SERVER")]
+    pub server: Option<String>,
+    /// API token (default: DATA_DIR/admin.token).
+    #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory of the local server.
+    #[arg(long, global = true, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the Ferry server.
+    Server(ServerArgs),
+    /// Check a ferry.yaml offline.
+    Validate {
+        /// The file (default: ./ferry.yaml).
+        path: Option<PathBuf>,
+    },
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// List the pipelines of a project.
+    Pipelines {
+        project: String,
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+    },
+    /// Trigger a run.
+    Run {
+        project: String,
+        /// Branch, tag or commit (default: the default branch).
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Wait for the run to finish, showing stage progress; exit 1 if it does not succeed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List runs, newest first.
+    Runs {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show a run with its stages, actions and plans.
+    Show { run: i64 },
+    /// Print a run's log.
+    Logs {
+        run: i64,
+        /// Follow the log until the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Cancel a run (its running action is terminated).
+    Cancel { run: i64 },
+    /// Approve the approval a run waits for.
+    Approve(DecisionArgs),
+    /// Reject the approval a run waits for (the run fails).
+    Reject(DecisionArgs),
+    /// Who holds each environment and who waits for it.
+    Queue,
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FERRY_LISTEN")]
+    pub listen: Option<String>,
+    /// Configuration file (default: ./ferry.toml when it exists).
+    #[arg(long, env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How long running actions may finish after SIGTERM before they are terminated.
+    #[arg(long, env = "FERRY_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
+    /// After SIGTERM to an action's process group, how long before SIGKILL.
+    #[arg(long, env = "FERRY_KILL_GRACE")]
+    pub kill_grace: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DecisionArgs {
+    pub run: i64,
+    /// The environment whose approval this is.
+    #[arg(long)]
+    pub env: String,
+    /// Why (required).
+    #[arg(long, short = 'm')]
+    pub message: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCmd {
+    /// Register a git repository (a URL or a local path).
+    Add { name: String, repo: String },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a named token; it is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        admin: bool,
+    },
+    List,
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Verify the audit chain of a local data dir; names the first bad entry.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the resolved server configuration, secrets redacted.
+    Check(ServerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}

@@ -1,0 +1,547 @@
+//! What each command does. Client commands talk to the API through `ferry_api::Client`;
+//! `server`, `validate`, `audit verify` and `config check` work locally.
+//!
+//! Exit codes: 0 success, 1 a failed or denied run (or a failed check), 2 an error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use ferry_api::{ApprovalCreate, Client, ClientError, ProjectCreate, RunCreate, TokenCreate};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::{Config, Overrides, RawConfig, DEFAULT_DATA_DIR};
+use crate::{AuditCmd, Cli, Command, ConfigCmd, DecisionArgs, Global, Output, ProjectCmd, ServerArgs, TokenCmd};
+
+const FAILED: u8 = 1;
+
+pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Server(args) => server(&g, args).await,
+        Command::Validate { path } => validate(&g, path.as_deref()),
+        Command::Config(ConfigCmd::Check(args)) => {
+            let config = server_config(&g, &args)?;
+            print_json(&config.redacted())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCmd::Verify) => audit_verify(&g).await,
+        command => {
+            let client = client(&g)?;
+            match client_command(&g, &client, command).await {
+                Err(e) => match e.downcast_ref::<ClientError>() {
+                    // A refused decision is a denied run, not a broken tool.
+                    Some(ClientError::Api { status: 403, .. }) => {
+                        eprintln!("denied: {e:#}");
+                        Ok(ExitCode::from(FAILED))
+                    }
+                    _ => Err(e),
+                },
+                ok => ok,
+            }
+        }
+    }
+}
+
+fn data_dir(g: &Global) -> PathBuf {
+    g.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+fn client(g: &Global) -> Result<Client> {
+    let dir = data_dir(g);
+    let server = match &g.server {
+        Some(s) => s.clone(),
+        None => std::fs::read_to_string(ferry_server::server_url_path(&dir))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| format!("http://{}", crate::config::DEFAULT_LISTEN)),
+    };
+    let token = match &g.token {
+        Some(t) => t.clone(),
+        None => {
+            let path = ferry_server::admin_token_path(&dir);
+            std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_owned())
+                .with_context(|| format!("no token: pass --token, set FERRY_TOKEN, or run where {} exists", path.display()))?
+        }
+    };
+    Ok(Client::new(&server, &token))
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn server_config(g: &Global, args: &ServerArgs) -> Result<Config> {
+    let file = match &args.config {
+        Some(path) => RawConfig::load(path)?,
+        None if Path::new("ferry.toml").exists() => RawConfig::load(Path::new("ferry.toml"))?,
+        None => RawConfig::default(),
+    };
+    let over = Overrides {
+        listen: args.listen.clone(),
+        data_dir: g.data_dir.clone(),
+        master_key: std::env::var("FERRY_MASTER_KEY").ok().filter(|v| !v.is_empty()),
+        master_key_file: std::env::var_os("FERRY_MASTER_KEY_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
+        shutdown_grace: args.shutdown_grace.clone(),
+        kill_grace: args.kill_grace.clone(),
+    };
+    Config::resolve(file, over)
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Variables of the server's environment that actions receive; `FERRY_*` never.
+const PASSTHROUGH: &[&str] = &[
+    "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "TF_PLUGIN_CACHE_DIR", "TF_CLI_CONFIG_FILE",
+];
+
+async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
+    init_tracing("info");
+    let config = server_config(g, &args)?;
+    let passthrough_env = PASSTHROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    let server_config = ferry_server::ServerConfig {
+        listen: config.listen,
+        data_dir: config.data_dir.clone(),
+        master_key: config.key_source(),
+        kill_grace: config.kill_grace,
+        shutdown_grace: config.shutdown_grace,
+        path_var: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        passthrough_env,
+    };
+    let server = ferry_server::start(server_config).await.context("starting the server")?;
+    tracing::info!(url = %server.url, data_dir = %config.data_dir.display(), "ferry is listening");
+    eprintln!("Ferry is listening on {}", server.url);
+    eprintln!("Admin token: {}", ferry_server::admin_token_path(&config.data_dir).display());
+    server.serve(shutdown_signal()).await.context("serving")?;
+    tracing::info!("ferry stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: no new work, waiting for running actions");
+}
+
+fn validate(g: &Global, path: Option<&Path>) -> Result<ExitCode> {
+    let path = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from(ferry_spec::FILE_NAME));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let lowered = ferry_spec::lower(&path.display().to_string(), &text);
+    if g.output == Output::Json {
+        let diagnostics: Vec<_> = lowered
+            .diagnostics
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "severity": d.severity.as_str(), "file": d.file, "line": d.line, "column": d.column,
+                    "message": d.message, "hint": d.hint,
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({ "valid": !lowered.has_errors(), "diagnostics": diagnostics }))?;
+    } else {
+        for d in &lowered.diagnostics {
+            eprintln!("{d}");
+        }
+        if let Some(spec) = &lowered.spec {
+            let envs: Vec<String> = spec
+                .environments
+                .iter()
+                .map(|e| if e.requires_approval() { format!("{} (approval)", e.name) } else { format!("{} (auto-apply)", e.name) })
+                .collect();
+            println!("{}: pipeline `{}` is valid; environments: {}", path.display(), spec.name, envs.join(" → "));
+        }
+    }
+    Ok(if lowered.has_errors() { ExitCode::from(FAILED) } else { ExitCode::SUCCESS })
+}
+
+async fn audit_verify(g: &Global) -> Result<ExitCode> {
+    let dir = data_dir(g);
+    let db = ferry_server::db_path(&dir);
+    if !db.exists() {
+        bail!("no Ferry database at {}", db.display());
+    }
+    let key_source = match (std::env::var("FERRY_MASTER_KEY").ok().filter(|v| !v.is_empty()), std::env::var_os("FERRY_MASTER_KEY_FILE")) {
+        (Some(value), _) => ferry_secrets::KeySource::Env(value),
+        (None, Some(file)) => ferry_secrets::KeySource::File(PathBuf::from(file)),
+        (None, None) => {
+            let path = dir.join(ferry_secrets::key::DATA_DIR_KEY_FILE);
+            if !path.exists() {
+                bail!("no master key at {} (set FERRY_MASTER_KEY or FERRY_MASTER_KEY_FILE)", path.display());
+            }
+            ferry_secrets::KeySource::DataDir(dir.clone())
+        }
+    };
+    let (key, _) = ferry_secrets::MasterKey::load(&key_source)?;
+    let checkpoint = ferry_server::audit_checkpoint_path(&dir);
+    let store = ferry_store::Store::open_read_only(&db, ferry_secrets::AuditKey::new(&key), checkpoint.clone()).await?;
+    let result = store.verify_audit().await?;
+    store.close().await;
+    let result = match result {
+        Ok(report) if report.entries > 0 && !checkpoint.exists() => {
+            Err(format!("the audit checkpoint {} is missing: the chain cannot be checked for truncation", checkpoint.display()))
+        }
+        Ok(report) => Ok(report),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(report) => {
+            if g.output == Output::Json {
+                print_json(&serde_json::json!({ "ok": true, "entries": report.entries, "head_seq": report.head_seq }))?;
+            } else {
+                println!("audit chain ok: {} entries, head at {}", report.entries, report.head_seq);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(message) => {
+            if g.output == Output::Json {
+                print_json(&serde_json::json!({ "ok": false, "error": message }))?;
+            } else {
+                eprintln!("audit chain BROKEN: {message}");
+            }
+            Ok(ExitCode::from(FAILED))
+        }
+    }
+}
+
+async fn client_command(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
+    let json = g.output == Output::Json;
+    match command {
+        Command::Project(ProjectCmd::Add { name, repo }) => {
+            // A local path is resolved here, where the user typed it.
+            let repo = match std::fs::canonicalize(&repo) {
+                Ok(path) => path.display().to_string(),
+                Err(_) => repo,
+            };
+            let project = client.projects_create(&ProjectCreate { name, repo }).await?;
+            if json {
+                print_json(&project)?;
+            } else {
+                println!("project {} registered ({})", project.name, project.repo);
+            }
+        }
+        Command::Project(ProjectCmd::List) => {
+            let projects = client.projects_list().await?;
+            if json {
+                print_json(&projects)?;
+            } else {
+                for p in projects {
+                    println!("{:<24} {}", p.name, p.repo);
+                }
+            }
+        }
+        Command::Pipelines { project, git_ref } => {
+            let list = client.pipelines_list(&project, git_ref.as_deref()).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                for p in &list.pipelines {
+                    println!("{:<24} {:<40} {}", p.name, p.path, p.environments.join(" → "));
+                    for e in &p.errors {
+                        println!("    {e}");
+                    }
+                }
+            }
+        }
+        Command::Run { project, git_ref, pipeline, wait } => {
+            let run = client.runs_create(&project, &RunCreate { git_ref, pipeline }).await?;
+            if !wait {
+                if json {
+                    print_json(&run)?;
+                } else {
+                    println!("run {} (#{} of {}) queued at {} ({})", run.id, run.number, run.project, short(&run.commit), run.git_ref);
+                    println!("follow it with: ferry logs -f {}", run.id);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            return wait_for(client, run.id, json).await;
+        }
+        Command::Runs { project, status, limit } => {
+            let page = client.runs_list(project.as_deref(), status.as_deref(), limit, None).await?;
+            if json {
+                print_json(&page)?;
+            } else {
+                println!("{:>6}  {:<16} {:>5}  {:<20} {:<10} {:<9} {}", "ID", "PROJECT", "#", "STATUS", "COMMIT", "REF", "CREATED");
+                for r in page.runs {
+                    println!(
+                        "{:>6}  {:<16} {:>5}  {:<20} {:<10} {:<9} {}",
+                        r.id, r.project, r.number, r.status, short(&r.commit), r.git_ref, r.created_at
+                    );
+                }
+            }
+        }
+        Command::Show { run } => {
+            let detail = client.runs_get(run).await?;
+            if json {
+                print_json(&detail)?;
+            } else {
+                print_detail(&detail);
+            }
+        }
+        Command::Logs { run, follow } => return logs(client, run, follow, json).await,
+        Command::Cancel { run } => {
+            let run = client.runs_cancel(run).await?;
+            if json {
+                print_json(&run)?;
+            } else {
+                println!("run {} is {}", run.id, run.status);
+            }
+        }
+        Command::Approve(args) => return decide(client, args, "approve", json).await,
+        Command::Reject(args) => return decide(client, args, "reject", json).await,
+        Command::Queue => {
+            let queue = client.queue().await?;
+            if json {
+                print_json(&queue)?;
+            } else if queue.is_empty() {
+                println!("no environment is held or awaited");
+            } else {
+                for q in queue {
+                    let holder = q.held_by.map(|r| format!("held by run {r}")).unwrap_or_else(|| "free".into());
+                    let waiting: Vec<String> = q.waiting.iter().map(ToString::to_string).collect();
+                    println!("{}/{}/{}: {holder}; waiting: [{}]", q.project, q.pipeline, q.environment, waiting.join(", "));
+                }
+            }
+        }
+        Command::Token(TokenCmd::Create { name, admin }) => {
+            let created = client.tokens_create(&TokenCreate { name, admin }).await?;
+            if json {
+                print_json(&created)?;
+            } else {
+                eprintln!("token `{}` created; it is shown only once:", created.token.name);
+                println!("{}", created.secret);
+            }
+        }
+        Command::Token(TokenCmd::List) => {
+            let tokens = client.tokens_list().await?;
+            if json {
+                print_json(&tokens)?;
+            } else {
+                for t in tokens {
+                    let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                    let role = if t.admin { "admin" } else { "user" };
+                    println!("{:<20} {:<14} {:<6} {:<8} last used {}", t.name, t.hint, role, state, t.last_used_at.as_deref().unwrap_or("never"));
+                }
+            }
+        }
+        Command::Token(TokenCmd::Revoke { name }) => {
+            let token = client.tokens_revoke(&name).await?;
+            if json {
+                print_json(&token)?;
+            } else {
+                println!("token `{}` revoked", token.name);
+            }
+        }
+        Command::Server(_) | Command::Validate { .. } | Command::Audit(_) | Command::Config(_) => unreachable!("handled locally"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}
+
+fn print_detail(d: &ferry_api::RunDetail) {
+    let r = &d.run;
+    println!("run {} (#{} of {}, pipeline {}) {}", r.id, r.number, r.project, r.pipeline, r.status);
+    println!("  commit {} ({}), triggered by {}", r.commit, r.git_ref, r.triggered_by);
+    if let Some(reason) = &r.reason {
+        println!("  reason: {reason}");
+    }
+    for s in &d.stages {
+        println!("  {:<10} {:<10} {}", s.environment, s.kind, s.status);
+        for a in &s.actions {
+            let code = a.exit_code.map(|c| format!(" (exit {c})")).unwrap_or_default();
+            println!("      {:<32} {}{code}", a.name, a.status);
+        }
+    }
+    for p in &d.plans {
+        println!("  plan {}: +{} ~{} -{} sha256 {}", p.environment, p.add, p.change, p.destroy, p.sha256);
+        for res in &p.resources {
+            println!("      {:<8} {}", res.action, res.address);
+        }
+    }
+    for a in &d.approvals {
+        println!("  {} {} by {}: {}", a.environment, a.decision, a.actor, a.comment);
+    }
+}
+
+/// Polls the run, printing each stage as it changes, until it ends.
+async fn wait_for(client: &Client, id: i64, json: bool) -> Result<ExitCode> {
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let mut hinted = false;
+    loop {
+        let detail = client.runs_get(id).await?;
+        if !json {
+            for s in &detail.stages {
+                let key = (s.id, s.status.clone());
+                if s.status != "Pending" && !seen.contains(&key) {
+                    seen.push(key);
+                    eprintln!("[run {id}] {:<10} {:<10} {}", s.environment, s.kind, s.status);
+                }
+            }
+            if detail.run.status == "WaitingForApproval" && !hinted {
+                if let Some(s) = detail.stages.iter().find(|s| s.status == "WaitingForApproval") {
+                    eprintln!("[run {id}] waiting for approval: ferry approve {id} --env {} -m \"...\"", s.environment);
+                }
+                hinted = true;
+            }
+            if detail.run.status != "WaitingForApproval" {
+                hinted = false;
+            }
+        }
+        if detail.run.is_finished() {
+            if json {
+                print_json(&detail)?;
+            } else {
+                let reason = detail.run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                eprintln!("[run {id}] {}{reason}", detail.run.status);
+            }
+            return Ok(if detail.run.status == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(FAILED) });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn decide(client: &Client, args: DecisionArgs, decision: &str, json: bool) -> Result<ExitCode> {
+    let body = ApprovalCreate { environment: args.env, decision: decision.to_owned(), comment: args.message };
+    let run = client.approvals_create(args.run, &body).await?;
+    if json {
+        print_json(&run)?;
+    } else {
+        println!("run {}: {decision}d in {}; run is {}", run.id, body.environment, run.status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_line(out: &mut impl Write, line: &ferry_api::LogLine) -> std::io::Result<()> {
+    match line.stream.as_str() {
+        "sys" => writeln!(out, "--- {}", line.text),
+        _ => writeln!(out, "{}", line.text),
+    }
+}
+
+/// Prints the log; with `follow`, streams it live over SSE until the run ends.
+async fn logs(client: &Client, id: i64, follow: bool, json: bool) -> Result<ExitCode> {
+    if !follow {
+        let mut offset = 0;
+        loop {
+            let page = client.logs_get(id, offset, 5000).await?;
+            {
+                let mut out = std::io::stdout().lock();
+                for line in &page.lines {
+                    if json {
+                        serde_json::to_writer(&mut out, line)?;
+                        writeln!(out)?;
+                    } else {
+                        print_line(&mut out, line)?;
+                    }
+                }
+            }
+            if page.lines.is_empty() || page.next_offset == offset {
+                return Ok(ExitCode::SUCCESS);
+            }
+            offset = page.next_offset;
+        }
+    }
+    let url = format!("{}/api/v1/runs/{id}/logs/stream", client.base_url());
+    let token = client_token(client);
+    let response = reqwest::Client::new().get(&url).bearer_auth(token).send().await.with_context(|| format!("connecting to {url}"))?;
+    if !response.status().is_success() {
+        // Let the typed client produce the proper error message.
+        client.runs_get(id).await?;
+        bail!("cannot follow the log: HTTP {}", response.status());
+    }
+    let mut body = response.bytes_stream();
+    let mut buffer = Vec::new();
+    while let Some(chunk) = body.next().await {
+        buffer.extend_from_slice(&chunk.context("reading the log stream")?);
+        while let Some(end) = find_event_end(&buffer) {
+            let event: Vec<u8> = buffer.drain(..end).collect();
+            let (name, data) = parse_event(&String::from_utf8_lossy(&event));
+            match name.as_str() {
+                "lines" => {
+                    let lines: Vec<ferry_api::LogLine> = serde_json::from_str(&data).context("decoding log lines")?;
+                    let mut out = std::io::stdout().lock();
+                    for line in &lines {
+                        if json {
+                            serde_json::to_writer(&mut out, line)?;
+                            writeln!(out)?;
+                        } else {
+                            print_line(&mut out, line)?;
+                        }
+                    }
+                    out.flush()?;
+                }
+                "end" => {
+                    if !json {
+                        eprintln!("--- run {id} {data}");
+                    }
+                    return Ok(if data == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(FAILED) });
+                }
+                "error" => bail!("the server could not read the log: {data}"),
+                _ => {}
+            }
+        }
+    }
+    bail!("the log stream ended before the run did")
+}
+
+fn client_token(client: &Client) -> String {
+    client.token().to_owned()
+}
+
+/// The end (exclusive, including the blank line) of the first complete SSE event.
+fn find_event_end(buffer: &[u8]) -> Option<usize> {
+    buffer.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
+}
+
+fn parse_event(text: &str) -> (String, String) {
+    let mut name = String::from("message");
+    let mut data = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            name = v.trim().to_owned();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+        }
+    }
+    (name, data.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sse_events() {
+        let buf = b"event: lines\nid: 42\ndata: [1]\n\n: keep-alive\n\nevent: end\ndata: Succeeded\n\n";
+        let end = find_event_end(buf).unwrap();
+        assert_eq!(parse_event(&String::from_utf8_lossy(&buf[..end])), ("lines".into(), "[1]".into()));
+        let rest = &buf[end..];
+        let end2 = find_event_end(rest).unwrap();
+        assert_eq!(parse_event(&String::from_utf8_lossy(&rest[..end2])).0, "message");
+        assert_eq!(parse_event(&String::from_utf8_lossy(&rest[end2..])), ("end".into(), "Succeeded".into()));
+    }
+}

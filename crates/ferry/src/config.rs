@@ -1,0 +1,151 @@
+//! Server configuration in two phases: [`RawConfig`] holds what the file gave (every field
+//! optional); flags and `FERRY_*` variables (resolved by clap, flags winning) are laid over
+//! it, then defaults fill the rest into a validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_DATA_DIR: &str = ".ferry";
+
+/// `ferry.toml`, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub master_key_file: Option<PathBuf>,
+    pub shutdown_grace: Option<String>,
+    pub kill_grace: Option<String>,
+}
+
+impl RawConfig {
+    pub(crate) fn load(path: &Path) -> Result<RawConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// The values given on the command line or in the environment (already merged by clap).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub shutdown_grace: Option<String>,
+    pub kill_grace: Option<String>,
+}
+
+/// Where the master key comes from; the key itself is never part of the printed config.
+#[derive(Debug, Clone)]
+pub(crate) enum KeyOrigin {
+    Env,
+    File(PathBuf),
+    DataDir,
+}
+
+/// A secret value whose `Debug` never shows it.
+#[derive(Clone)]
+struct Redacted(String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub key_origin: KeyOrigin,
+    master_key_value: Option<Redacted>,
+    pub shutdown_grace: Duration,
+    pub kill_grace: Duration,
+}
+
+fn duration(what: &str, text: &str) -> Result<Duration> {
+    humantime::parse_duration(text).with_context(|| format!("{what}: `{text}` is not a duration (e.g. 30s, 2m)"))
+}
+
+impl Config {
+    pub(crate) fn resolve(file: RawConfig, over: Overrides) -> Result<Config> {
+        let listen_text = over.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:8080)"))?;
+        let data_dir = over.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = if data_dir.is_absolute() { data_dir } else { std::env::current_dir()?.join(data_dir) };
+        let (key_origin, master_key_value) = match (over.master_key, over.master_key_file.or(file.master_key_file)) {
+            (Some(_), Some(_)) => bail!("set FERRY_MASTER_KEY or FERRY_MASTER_KEY_FILE, not both"),
+            (Some(value), None) => (KeyOrigin::Env, Some(Redacted(value))),
+            (None, Some(path)) => (KeyOrigin::File(path), None),
+            (None, None) => (KeyOrigin::DataDir, None),
+        };
+        let shutdown_grace = duration("shutdown grace", &over.shutdown_grace.or(file.shutdown_grace).unwrap_or_else(|| "30s".into()))?;
+        let kill_grace = duration("kill grace", &over.kill_grace.or(file.kill_grace).unwrap_or_else(|| "10s".into()))?;
+        Ok(Config { listen, data_dir, key_origin, master_key_value, shutdown_grace, kill_grace })
+    }
+
+    pub(crate) fn key_source(&self) -> ferry_secrets::KeySource {
+        match (&self.key_origin, &self.master_key_value) {
+            (KeyOrigin::Env, Some(value)) => ferry_secrets::KeySource::Env(value.0.clone()),
+            (KeyOrigin::File(path), _) => ferry_secrets::KeySource::File(path.clone()),
+            _ => ferry_secrets::KeySource::DataDir(self.data_dir.clone()),
+        }
+    }
+
+    /// The configuration as `ferry config check` prints it: no key material.
+    pub(crate) fn redacted(&self) -> serde_json::Value {
+        let key = match &self.key_origin {
+            KeyOrigin::Env => "from FERRY_MASTER_KEY (redacted)".to_owned(),
+            KeyOrigin::File(p) => format!("from file {}", p.display()),
+            KeyOrigin::DataDir => format!("from {}", self.data_dir.join(ferry_secrets::key::DATA_DIR_KEY_FILE).display()),
+        };
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "data_dir": self.data_dir.display().to_string(),
+            "master_key": key,
+            "shutdown_grace": humantime::format_duration(self.shutdown_grace).to_string(),
+            "kill_grace": humantime::format_duration(self.kill_grace).to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_env_win_over_the_file_and_defaults_fill_the_rest() {
+        let file: RawConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nkill_grace = \"3s\"\n").unwrap();
+        let over = Overrides { listen: Some("127.0.0.1:9100".into()), ..Default::default() };
+        let config = Config::resolve(file, over).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(config.kill_grace, Duration::from_secs(3));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+        assert!(config.data_dir.ends_with(".ferry"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let over = Overrides { listen: Some("localhost".into()), ..Default::default() };
+        let err = Config::resolve(RawConfig::default(), over).unwrap_err();
+        assert!(format!("{err:#}").contains("`localhost` is not host:port"), "{err:#}");
+        assert!(toml::from_str::<RawConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn the_master_key_is_never_printed() {
+        let over = Overrides { master_key: Some("00".repeat(32)), ..Default::default() };
+        let config = Config::resolve(RawConfig::default(), over).unwrap();
+        let printed = config.redacted().to_string();
+        assert!(!printed.contains(&"00".repeat(32)), "{printed}");
+        assert!(!format!("{config:?}").contains(&"00".repeat(32)), "{config:?}");
+    }
+}
