@@ -52,6 +52,33 @@ pub fn may_approve(triggered_by: &str, approver: &str) -> Result<(), ApprovalDen
 pub enum ApprovalDenied {
     SelfApproval,
     System,
+    NotAnApprover,
+}
+
+/// Who may approve in an environment and how many distinct approvals it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// Identities allowed to approve; empty means anyone (other than the triggerer).
+    /// `team:NAME` entries name teams, which arrive with users and teams; until then they
+    /// match nobody.
+    pub approvers: Vec<String>,
+    pub required: u32,
+}
+
+impl ApprovalRule {
+    /// Whether `approver` may decide on a run that `triggered_by` started.
+    pub fn check(&self, triggered_by: &str, approver: &str) -> Result<(), ApprovalDenied> {
+        may_approve(triggered_by, approver)?;
+        if !self.approvers.is_empty() && !self.approvers.iter().any(|a| a == approver) {
+            return Err(ApprovalDenied::NotAnApprover);
+        }
+        Ok(())
+    }
+
+    /// Whether `approvals` distinct approvals satisfy the rule.
+    pub fn satisfied_by(&self, approvals: u32) -> bool {
+        approvals >= self.required.max(1)
+    }
 }
 
 impl std::fmt::Display for ApprovalDenied {
@@ -59,6 +86,7 @@ impl std::fmt::Display for ApprovalDenied {
         match self {
             ApprovalDenied::SelfApproval => f.write_str("the identity that triggered a run cannot approve or reject it"),
             ApprovalDenied::System => f.write_str("the system identity cannot approve runs"),
+            ApprovalDenied::NotAnApprover => f.write_str("this identity is not among the environment's approvers"),
         }
     }
 }
@@ -72,5 +100,18 @@ mod tests {
         assert_eq!(may_approve("alice", "alice"), Err(ApprovalDenied::SelfApproval));
         assert_eq!(may_approve("alice", "system"), Err(ApprovalDenied::System));
         assert_eq!(may_approve("alice", "bob"), Ok(()));
+    }
+
+    #[test]
+    fn approver_lists_and_counts() {
+        let anyone = ApprovalRule { approvers: vec![], required: 1 };
+        assert_eq!(anyone.check("alice", "bob"), Ok(()));
+        assert_eq!(anyone.check("alice", "alice"), Err(ApprovalDenied::SelfApproval));
+        let listed = ApprovalRule { approvers: vec!["carol".into(), "team:leads".into()], required: 2 };
+        assert_eq!(listed.check("alice", "bob"), Err(ApprovalDenied::NotAnApprover));
+        assert_eq!(listed.check("alice", "carol"), Ok(()));
+        assert_eq!(listed.check("carol", "carol"), Err(ApprovalDenied::SelfApproval));
+        assert!(!listed.satisfied_by(1));
+        assert!(listed.satisfied_by(2));
     }
 }

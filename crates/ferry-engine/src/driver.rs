@@ -115,11 +115,25 @@ async fn drive_loop(
                 sys(ctx, 0, &format!("{env_name}: waiting for approval (ferry approve {run_id} --env {env_name} -m \"...\")")).await;
                 engine.notify_changed();
             }
-            (StageKind::Approval, StageStatus::WaitingForApproval) => match wait(engine, handle, changed).await {
-                Wake::Changed => {}
-                Wake::Cancelled => continue,
-                Wake::Shutdown => return Ok(()),
-            },
+            (StageKind::Approval, StageStatus::WaitingForApproval) => {
+                if approval_expired(ctx, &stage) {
+                    let timeout = ctx.spec.environment(&env_name).map(|e| e.approval.timeout).unwrap_or_default();
+                    let reason = format!(
+                        "MANUAL_APPROVAL_FAILED: no decision in {env_name} within {}",
+                        humantime::format_duration(timeout)
+                    );
+                    sys(ctx, 0, &reason).await;
+                    store.transition_stage(stage.id, StageEvent::Fail, Some(&reason)).await?;
+                    store.transition_run(run_id, RunEvent::Fail, Some(&reason), Some(&Actor::system("approval-timeout"))).await?;
+                    engine.notify_changed();
+                    continue;
+                }
+                match wait(engine, handle, changed).await {
+                    Wake::Changed => {}
+                    Wake::Cancelled => continue,
+                    Wake::Shutdown => return Ok(()),
+                }
+            }
             (_, StageStatus::Pending) => {
                 let actions: Vec<Action> = detail.actions.iter().filter(|a| a.stage_id == stage.id).cloned().collect();
                 if !execute_stage(engine, handle, ctx, run, &stage, &actions).await? {
@@ -133,6 +147,16 @@ async fn drive_loop(
             }
         }
     }
+}
+
+/// Whether an approval has waited longer than its environment's `approval.timeout`.
+fn approval_expired(ctx: &Ctx, stage: &Stage) -> bool {
+    let Some(env) = ctx.spec.environment(&stage.environment) else { return false };
+    let Some(started) = stage.started_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return false;
+    };
+    let waited = chrono::Utc::now().signed_duration_since(started);
+    waited.to_std().map(|w| w >= env.approval.timeout).unwrap_or(false)
 }
 
 fn plan_has_changes(detail: &RunDetail, environment: &str) -> bool {

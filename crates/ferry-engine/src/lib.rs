@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_core::{Actor, RunEvent, RunId, RunStatus};
+use ferry_core::{Actor, ApprovalRule, RunEvent, RunId, RunStatus};
 use ferry_store::{Decision, NewRun, Run, Store};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -307,7 +307,14 @@ impl Engine {
 
     /// Approves or rejects the approval a run waits for in `environment`.
     pub async fn decide(&self, actor: &Actor, run: RunId, environment: &str, decision: Decision, comment: &str) -> Result<Run> {
-        let run = self.inner.store.decide(actor, run, environment, decision, comment).await?;
+        let current = self.inner.store.run(run).await?;
+        let lowered = ferry_spec::lower(&current.pipeline_path, &current.spec_yaml);
+        let env = lowered.spec.as_ref().and_then(|s| s.environment(environment));
+        let Some(env) = env else {
+            return Err(ferry_store::Error::Conflict(format!("run {run} has no environment `{environment}`")).into());
+        };
+        let rule = ApprovalRule { approvers: env.approval.approvers.clone(), required: env.approval.required };
+        let run = self.inner.store.decide(actor, run, environment, &rule, decision, comment).await?;
         self.notify_changed();
         Ok(run)
     }

@@ -6,7 +6,7 @@
 //! `InvalidTransition` instead of silently overwriting.
 
 use ferry_core::{
-    ActionEvent, ActionId, ActionStatus, RunEvent, RunId, RunNumber, RunStatus, StageEvent, StageId, StageKind,
+    ActionEvent, ApprovalRule, ActionId, ActionStatus, RunEvent, RunId, RunNumber, RunStatus, StageEvent, StageId, StageKind,
     StageStatus,
 };
 use sqlx::sqlite::SqliteRow;
@@ -495,11 +495,19 @@ impl Store {
     /// Records an approval decision. Refused unless the run waits for an approval in
     /// `environment`, and unless the decider is not the identity that triggered the run.
     /// An approval lets the run continue; a rejection fails it.
-    pub async fn decide(&self, actor: &Actor, run_id: RunId, environment: &str, decision: Decision, comment: &str) -> Result<Run> {
+    pub async fn decide(
+        &self,
+        actor: &Actor,
+        run_id: RunId,
+        environment: &str,
+        rule: &ApprovalRule,
+        decision: Decision,
+        comment: &str,
+    ) -> Result<Run> {
         let mut tx = self.write().await?;
         let run = load_run(&mut tx, run_id).await?;
         let target = format!("run/{run_id}");
-        let denied = if let Err(denied) = ferry_core::may_approve(&run.triggered_by, &actor.name) {
+        let denied = if let Err(denied) = rule.check(&run.triggered_by, &actor.name) {
             Some(Error::Denied(denied.to_string()))
         } else {
             None
@@ -533,6 +541,17 @@ impl Store {
                 run.status, stage.status
             )));
         }
+        let already = sqlx::query(
+            "SELECT 1 FROM approvals WHERE run_id = ? AND environment = ? AND actor = ?",
+        )
+        .bind(run_id.0)
+        .bind(environment)
+        .bind(&actor.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if already.is_some() {
+            return Err(Error::Conflict(format!("{} already decided on run {run_id} in `{environment}`", actor.name)));
+        }
         sqlx::query("INSERT INTO approvals (run_id, environment, decision, comment, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(run_id.0)
             .bind(environment)
@@ -542,6 +561,25 @@ impl Store {
             .bind(now())
             .execute(&mut *tx)
             .await?;
+        let approvals: i64 = sqlx::query(
+            "SELECT COUNT(DISTINCT actor) FROM approvals WHERE run_id = ? AND environment = ? AND decision = 'approve'",
+        )
+        .bind(run_id.0)
+        .bind(environment)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if decision == Decision::Approve && !rule.satisfied_by(approvals as u32) {
+            // Recorded, but more distinct approvals are needed before the run continues.
+            let entry = run_audit("run.approve", &run).details(serde_json::json!({
+                "environment": environment, "comment": comment, "approvals": approvals, "required": rule.required,
+            }));
+            let record = self.audit_in(&mut tx, actor, entry).await?;
+            let run = load_run(&mut tx, run_id).await?;
+            tx.commit().await?;
+            self.audit_committed(&record)?;
+            return Ok(run);
+        }
         let (stage_event, run_event, reason) = match decision {
             Decision::Approve => (StageEvent::Succeed, RunEvent::Approved, None),
             Decision::Reject => (
