@@ -32,9 +32,14 @@ pub fn path_with_terraform() -> String {
     std::env::join_paths(dirs).expect("valid PATH").to_string_lossy().into_owned()
 }
 
-/// A PATH with no Terraform on it (for "missing terraform" tests).
+/// A PATH with no Terraform on it (for "missing terraform" tests): the standard system
+/// directories, minus any that hold a `terraform` (some machines install one in
+/// /usr/local/bin).
 pub fn path_without_terraform() -> String {
-    "/usr/local/bin:/usr/bin:/bin".to_owned()
+    let dirs: Vec<&str> =
+        ["/usr/local/bin", "/usr/bin", "/bin"].into_iter().filter(|d| !Path::new(d).join("terraform").exists()).collect();
+    assert!(!dirs.is_empty(), "every system bin directory holds a terraform");
+    dirs.join(":")
 }
 
 /// The repository's `examples/hello-infra`.

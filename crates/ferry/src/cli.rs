@@ -501,6 +501,7 @@ async fn logs(client: &Client, id: i64, follow: bool, json: bool) -> Result<Exit
                     return Ok(if data == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(FAILED) });
                 }
                 "error" => bail!("the server could not read the log: {data}"),
+                "shutdown" => bail!("the server is shutting down; run `ferry logs -f {id}` again once it is back"),
                 _ => {}
             }
         }

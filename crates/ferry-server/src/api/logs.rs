@@ -64,7 +64,8 @@ pub(crate) async fn logs_get(
 }
 
 /// Follows a run's log live. Events: `lines` (data: a JSON array of log lines; id: the
-/// offset to resume from) and a final `end` when the run is over.
+/// offset to resume from), a final `end` (data: the run's status) when the run is over, or
+/// `shutdown` when the server stops first.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/logs/stream", params(("id" = i64, Path), LogQuery),
     responses((status = 200, description = "text/event-stream"), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn logs_stream(
@@ -105,14 +106,28 @@ pub(crate) async fn logs_stream(
                 let status = f.state.engine.store().run(f.run).await.map(|r| r.status.as_str()).unwrap_or("unknown");
                 return Some((Ok(Event::default().event("end").data(status)), f));
             }
+            if f.state.shutting_down() {
+                // Open streams must not hold up a graceful shutdown.
+                f.done = true;
+                return Some((Ok(Event::default().event("shutdown").data("the server is shutting down")), f));
+            }
             if f.updates.is_none() {
                 f.updates = f.state.engine.log_updates(f.run);
             }
+            let shutdown = f.state.shutdown.clone();
             match f.updates.as_mut() {
                 Some(rx) => {
-                    let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
                 }
-                None => tokio::time::sleep(Duration::from_millis(100)).await,
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
             }
         }
     });
