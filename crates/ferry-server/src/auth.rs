@@ -62,3 +62,27 @@ impl FromRequestParts<AppState> for Identity {
         Ok(Identity { name: found.name, admin: found.admin, source: peer(parts) })
     }
 }
+
+/// Records a failed state-changing request. Successful changes are audited by the store in
+/// the same transaction as the change, and refusals (`forbidden`) where they are decided, so
+/// this covers the rest: bad input, conflicts, unknown targets, server faults. Only the error
+/// code is recorded, never the request body.
+pub(crate) async fn audit_failure<T>(
+    state: &AppState,
+    identity: &Identity,
+    action: &str,
+    target: &str,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if let Err(error) = &result {
+        if error.code != "forbidden" {
+            let entry = ferry_store::AuditEntry::new(action, target)
+                .outcome("failed")
+                .details(serde_json::json!({ "code": error.code, "status": error.status.as_u16() }));
+            if let Err(audit_error) = state.engine.store().audit(&identity.actor(), entry).await {
+                return Err(ApiError::internal(format!("{audit_error} (while auditing a failed {action})")));
+            }
+        }
+    }
+    result
+}

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use ferry_api as api;
 use serde::Deserialize;
 
-use crate::auth::Identity;
+use crate::auth::{audit_failure, Identity};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -36,11 +36,15 @@ pub(crate) async fn projects_create(
     identity: Identity,
     Json(body): Json<api::ProjectCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<api::Project>)> {
-    check_name("project", &body.name)?;
-    ferry_engine::git::check_remote(&body.repo).await.map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "repo_unreachable", format!("repository `{}` is not reachable: {e}", body.repo))
-    })?;
-    let project = state.engine.store().create_project(&identity.actor(), &body.name, &body.repo).await?;
+    let result = async {
+        check_name("project", &body.name)?;
+        ferry_engine::git::check_remote(&body.repo).await.map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "repo_unreachable", format!("repository `{}` is not reachable: {e}", body.repo))
+        })?;
+        Ok(state.engine.store().create_project(&identity.actor(), &body.name, &body.repo).await?)
+    }
+    .await;
+    let project = audit_failure(&state, &identity, "project.create", &format!("project/{}", body.name), result).await?;
     Ok((StatusCode::CREATED, axum::Json(convert::project(project))))
 }
 

@@ -7,7 +7,7 @@ use ferry_core::{RunId, RunStatus};
 use ferry_store::{Decision, RunFilter};
 use serde::Deserialize;
 
-use crate::auth::Identity;
+use crate::auth::{audit_failure, Identity};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -22,7 +22,8 @@ pub(crate) async fn runs_create(
     Path(project): Path<String>,
     Json(body): Json<api::RunCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<api::Run>)> {
-    let run = state.engine.trigger(&identity.actor(), &project, body.git_ref.as_deref(), body.pipeline.as_deref()).await?;
+    let result = state.engine.trigger(&identity.actor(), &project, body.git_ref.as_deref(), body.pipeline.as_deref()).await;
+    let run = audit_failure(&state, &identity, "run.create", &format!("project/{project}"), result.map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, axum::Json(convert::run(run))))
 }
 
@@ -77,7 +78,8 @@ pub(crate) async fn runs_get(State(state): State<AppState>, _identity: Identity,
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", params(("id" = i64, Path)),
     responses((status = 200, body = api::Run), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn runs_cancel(State(state): State<AppState>, identity: Identity, Path(id): Path<i64>) -> ApiResult<axum::Json<api::Run>> {
-    let run = state.engine.cancel(&identity.actor(), RunId(id)).await?;
+    let result = state.engine.cancel(&identity.actor(), RunId(id)).await.map_err(ApiError::from);
+    let run = audit_failure(&state, &identity, "run.cancel", &format!("run/{id}"), result).await?;
     Ok(axum::Json(convert::run(run)))
 }
 
@@ -90,10 +92,14 @@ pub(crate) async fn approvals_create(
     Path(id): Path<i64>,
     Json(body): Json<api::ApprovalCreate>,
 ) -> ApiResult<axum::Json<api::Run>> {
-    let decision: Decision = body.decision.parse().map_err(ApiError::bad_request)?;
-    if body.comment.trim().is_empty() {
-        return Err(ApiError::bad_request("a comment is required"));
+    let result = async {
+        let decision: Decision = body.decision.parse().map_err(ApiError::bad_request)?;
+        if body.comment.trim().is_empty() {
+            return Err(ApiError::bad_request("a comment is required"));
+        }
+        Ok(state.engine.decide(&identity.actor(), RunId(id), &body.environment, decision, body.comment.trim()).await?)
     }
-    let run = state.engine.decide(&identity.actor(), RunId(id), &body.environment, decision, body.comment.trim()).await?;
+    .await;
+    let run = audit_failure(&state, &identity, "run.decide", &format!("run/{id}"), result).await?;
     Ok(axum::Json(convert::run(run)))
 }

@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use ferry_api as api;
 use ferry_store::AuditEntry;
 
-use crate::auth::Identity;
+use crate::auth::{audit_failure, Identity};
 use crate::convert;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::AppState;
 
@@ -29,10 +29,15 @@ pub(crate) async fn tokens_create(
     identity: Identity,
     Json(body): Json<api::TokenCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<api::TokenCreated>)> {
-    require_admin(&state, &identity, "token.create", &format!("token/{}", body.name)).await?;
-    super::projects::check_name("token", &body.name)?;
+    let target = format!("token/{}", body.name);
+    require_admin(&state, &identity, "token.create", &target).await?;
     let new = ferry_secrets::generate_token();
-    let token = state.engine.store().create_token(&identity.actor(), &body.name, &new.hash, &new.hint, body.admin).await?;
+    let result = async {
+        super::projects::check_name("token", &body.name)?;
+        Ok(state.engine.store().create_token(&identity.actor(), &body.name, &new.hash, &new.hint, body.admin).await?)
+    }
+    .await;
+    let token = audit_failure(&state, &identity, "token.create", &target, result).await?;
     Ok((StatusCode::CREATED, axum::Json(api::TokenCreated { token: convert::token(token), secret: new.plaintext })))
 }
 
@@ -47,7 +52,9 @@ pub(crate) async fn tokens_list(State(state): State<AppState>, identity: Identit
 #[utoipa::path(delete, path = "/api/v1/tokens/{name}", params(("name" = String, Path)),
     responses((status = 200, body = api::Token), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn tokens_revoke(State(state): State<AppState>, identity: Identity, Path(name): Path<String>) -> ApiResult<axum::Json<api::Token>> {
-    require_admin(&state, &identity, "token.revoke", &format!("token/{name}")).await?;
-    let token = state.engine.store().revoke_token(&identity.actor(), &name).await?;
+    let target = format!("token/{name}");
+    require_admin(&state, &identity, "token.revoke", &target).await?;
+    let result = state.engine.store().revoke_token(&identity.actor(), &name).await.map_err(ApiError::from);
+    let token = audit_failure(&state, &identity, "token.revoke", &target, result).await?;
     Ok(axum::Json(convert::token(token)))
 }
