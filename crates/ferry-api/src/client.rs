@@ -34,7 +34,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: &str) -> Client {
-        Client { base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), http: reqwest::Client::new() }
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn token(&self) -> &str {
@@ -45,14 +49,23 @@ impl Client {
         &self.base
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|source| ClientError::Connect { url: self.base.clone(), source })?;
+            .map_err(|source| ClientError::Connect {
+                url: self.base.clone(),
+                source,
+            })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !status.is_success() {
             let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
                 code: "http_error".into(),
@@ -60,9 +73,13 @@ impl Client {
                 details: Vec::new(),
                 request_id: None,
             });
-            return Err(ClientError::Api { status: status.as_u16(), body });
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                body,
+            });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
     }
 
     fn url(&self, path: &str) -> String {
@@ -73,7 +90,11 @@ impl Client {
         self.send(self.http.get(self.url(path))).await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
@@ -89,8 +110,14 @@ impl Client {
         self.get("/api/v1/projects").await
     }
 
-    pub async fn pipelines_list(&self, project: &str, git_ref: Option<&str>) -> Result<PipelineList, ClientError> {
-        let mut req = self.http.get(self.url(&format!("/api/v1/projects/{}/pipelines", enc(project))));
+    pub async fn pipelines_list(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+    ) -> Result<PipelineList, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/api/v1/projects/{}/pipelines", enc(project))));
         if let Some(r) = git_ref {
             req = req.query(&[("ref", r)]);
         }
@@ -98,10 +125,17 @@ impl Client {
     }
 
     pub async fn runs_create(&self, project: &str, body: &RunCreate) -> Result<Run, ClientError> {
-        self.post(&format!("/api/v1/projects/{}/runs", enc(project)), body).await
+        self.post(&format!("/api/v1/projects/{}/runs", enc(project)), body)
+            .await
     }
 
-    pub async fn runs_list(&self, project: Option<&str>, status: Option<&str>, limit: u32, before: Option<i64>) -> Result<RunPage, ClientError> {
+    pub async fn runs_list(
+        &self,
+        project: Option<&str>,
+        status: Option<&str>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<RunPage, ClientError> {
         let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
         if let Some(p) = project {
             query.push(("project", p.to_owned()));
@@ -112,7 +146,8 @@ impl Client {
         if let Some(b) = before {
             query.push(("before", b.to_string()));
         }
-        self.send(self.http.get(self.url("/api/v1/runs")).query(&query)).await
+        self.send(self.http.get(self.url("/api/v1/runs")).query(&query))
+            .await
     }
 
     pub async fn runs_get(&self, id: i64) -> Result<RunDetail, ClientError> {
@@ -120,16 +155,27 @@ impl Client {
     }
 
     pub async fn runs_cancel(&self, id: i64) -> Result<Run, ClientError> {
-        self.post(&format!("/api/v1/runs/{id}/cancel"), &serde_json::json!({})).await
+        self.post(&format!("/api/v1/runs/{id}/cancel"), &serde_json::json!({}))
+            .await
     }
 
-    pub async fn approvals_create(&self, id: i64, body: &ApprovalCreate) -> Result<Run, ClientError> {
-        self.post(&format!("/api/v1/runs/{id}/approvals"), body).await
+    pub async fn approvals_create(
+        &self,
+        id: i64,
+        body: &ApprovalCreate,
+    ) -> Result<Run, ClientError> {
+        self.post(&format!("/api/v1/runs/{id}/approvals"), body)
+            .await
     }
 
     pub async fn logs_get(&self, id: i64, offset: u64, limit: u32) -> Result<LogPage, ClientError> {
         let query = [("offset", offset.to_string()), ("limit", limit.to_string())];
-        self.send(self.http.get(self.url(&format!("/api/v1/runs/{id}/logs"))).query(&query)).await
+        self.send(
+            self.http
+                .get(self.url(&format!("/api/v1/runs/{id}/logs")))
+                .query(&query),
+        )
+        .await
     }
 
     pub async fn queue(&self) -> Result<Vec<EnvironmentQueue>, ClientError> {
@@ -145,7 +191,11 @@ impl Client {
     }
 
     pub async fn tokens_revoke(&self, name: &str) -> Result<Token, ClientError> {
-        self.send(self.http.delete(self.url(&format!("/api/v1/tokens/{}", enc(name))))).await
+        self.send(
+            self.http
+                .delete(self.url(&format!("/api/v1/tokens/{}", enc(name)))),
+        )
+        .await
     }
 }
 
@@ -154,7 +204,9 @@ fn enc(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

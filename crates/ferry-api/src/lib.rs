@@ -109,7 +109,10 @@ pub struct Run {
 impl Run {
     /// Whether the run can change no more.
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "Succeeded" | "Failed" | "Stopped" | "Cancelled" | "Superseded" | "Interrupted")
+        matches!(
+            self.status.as_str(),
+            "Succeeded" | "Failed" | "Stopped" | "Cancelled" | "Superseded" | "Interrupted"
+        )
     }
 }
 

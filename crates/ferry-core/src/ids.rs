@@ -52,7 +52,11 @@ pub struct ParseIdError {
 
 impl fmt::Display for ParseIdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` is not a valid {} (expected a positive integer)", self.text, self.kind)
+        write!(
+            f,
+            "`{}` is not a valid {} (expected a positive integer)",
+            self.text, self.kind
+        )
     }
 }
 

@@ -28,7 +28,10 @@ impl Actor {
     pub const SYSTEM: &'static str = "system";
 
     pub fn system(source: &str) -> Actor {
-        Actor { name: Actor::SYSTEM.to_owned(), source: source.to_owned() }
+        Actor {
+            name: Actor::SYSTEM.to_owned(),
+            source: source.to_owned(),
+        }
     }
 
     pub fn is_system(&self) -> bool {
@@ -84,9 +87,13 @@ impl ApprovalRule {
 impl std::fmt::Display for ApprovalDenied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApprovalDenied::SelfApproval => f.write_str("the identity that triggered a run cannot approve or reject it"),
+            ApprovalDenied::SelfApproval => {
+                f.write_str("the identity that triggered a run cannot approve or reject it")
+            }
             ApprovalDenied::System => f.write_str("the system identity cannot approve runs"),
-            ApprovalDenied::NotAnApprover => f.write_str("this identity is not among the environment's approvers"),
+            ApprovalDenied::NotAnApprover => {
+                f.write_str("this identity is not among the environment's approvers")
+            }
         }
     }
 }
@@ -97,20 +104,38 @@ mod tests {
 
     #[test]
     fn self_approval_is_denied() {
-        assert_eq!(may_approve("alice", "alice"), Err(ApprovalDenied::SelfApproval));
+        assert_eq!(
+            may_approve("alice", "alice"),
+            Err(ApprovalDenied::SelfApproval)
+        );
         assert_eq!(may_approve("alice", "system"), Err(ApprovalDenied::System));
         assert_eq!(may_approve("alice", "bob"), Ok(()));
     }
 
     #[test]
     fn approver_lists_and_counts() {
-        let anyone = ApprovalRule { approvers: vec![], required: 1 };
+        let anyone = ApprovalRule {
+            approvers: vec![],
+            required: 1,
+        };
         assert_eq!(anyone.check("alice", "bob"), Ok(()));
-        assert_eq!(anyone.check("alice", "alice"), Err(ApprovalDenied::SelfApproval));
-        let listed = ApprovalRule { approvers: vec!["carol".into(), "team:leads".into()], required: 2 };
-        assert_eq!(listed.check("alice", "bob"), Err(ApprovalDenied::NotAnApprover));
+        assert_eq!(
+            anyone.check("alice", "alice"),
+            Err(ApprovalDenied::SelfApproval)
+        );
+        let listed = ApprovalRule {
+            approvers: vec!["carol".into(), "team:leads".into()],
+            required: 2,
+        };
+        assert_eq!(
+            listed.check("alice", "bob"),
+            Err(ApprovalDenied::NotAnApprover)
+        );
         assert_eq!(listed.check("alice", "carol"), Ok(()));
-        assert_eq!(listed.check("carol", "carol"), Err(ApprovalDenied::SelfApproval));
+        assert_eq!(
+            listed.check("carol", "carol"),
+            Err(ApprovalDenied::SelfApproval)
+        );
         assert!(!listed.satisfied_by(1));
         assert!(listed.satisfied_by(2));
     }

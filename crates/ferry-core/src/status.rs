@@ -151,7 +151,11 @@ pub struct InvalidTransition {
 
 impl fmt::Display for InvalidTransition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} in status {} cannot {}", self.level, self.from, self.event)
+        write!(
+            f,
+            "{} in status {} cannot {}",
+            self.level, self.from, self.event
+        )
     }
 }
 
@@ -166,7 +170,13 @@ pub struct UnknownName {
 
 impl fmt::Display for UnknownName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown {} `{}` (expected one of: {})", self.kind, self.text, self.expected.join(", "))
+        write!(
+            f,
+            "unknown {} `{}` (expected one of: {})",
+            self.kind,
+            self.text,
+            self.expected.join(", ")
+        )
     }
 }
 
@@ -221,7 +231,11 @@ impl RunStatus {
             (S::Stopping, E::Interrupt) => S::Interrupted,
 
             _ => {
-                return Err(InvalidTransition { level: "run", from: self.as_str(), event: event.as_str() })
+                return Err(InvalidTransition {
+                    level: "run",
+                    from: self.as_str(),
+                    event: event.as_str(),
+                })
             }
         };
         Ok(next)
@@ -230,7 +244,10 @@ impl RunStatus {
 
 impl StageStatus {
     pub fn is_terminal(self) -> bool {
-        !matches!(self, StageStatus::Pending | StageStatus::InProgress | StageStatus::WaitingForApproval)
+        !matches!(
+            self,
+            StageStatus::Pending | StageStatus::InProgress | StageStatus::WaitingForApproval
+        )
     }
 
     pub fn apply(self, event: StageEvent) -> Result<StageStatus, InvalidTransition> {
@@ -252,7 +269,11 @@ impl StageStatus {
             (S::WaitingForApproval, E::Cancel) => S::Cancelled,
 
             _ => {
-                return Err(InvalidTransition { level: "stage", from: self.as_str(), event: event.as_str() })
+                return Err(InvalidTransition {
+                    level: "stage",
+                    from: self.as_str(),
+                    event: event.as_str(),
+                })
             }
         };
         Ok(next)
@@ -278,7 +299,11 @@ impl ActionStatus {
             (S::InProgress, E::Interrupt) => S::Interrupted,
 
             _ => {
-                return Err(InvalidTransition { level: "action", from: self.as_str(), event: event.as_str() })
+                return Err(InvalidTransition {
+                    level: "action",
+                    from: self.as_str(),
+                    event: event.as_str(),
+                })
             }
         };
         Ok(next)
@@ -324,7 +349,10 @@ mod tests {
     fn run_transitions_are_exactly_the_table() {
         for &from in RunStatus::ALL {
             for &event in RunEvent::ALL {
-                let expected = RUN_TABLE.iter().find(|(f, e, _)| *f == from && *e == event).map(|t| t.2);
+                let expected = RUN_TABLE
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|t| t.2);
                 match (from.apply(event), expected) {
                     (Ok(got), Some(want)) => assert_eq!(got, want, "{from} --{event}-->"),
                     (Err(_), None) => {}
@@ -343,7 +371,10 @@ mod tests {
         }
         // And every non-terminal status has a way out that does not need the server to die.
         for &from in RunStatus::ALL.iter().filter(|s| !s.is_terminal()) {
-            assert!(from.apply(RunEvent::Cancel).is_ok(), "{from} cannot be cancelled");
+            assert!(
+                from.apply(RunEvent::Cancel).is_ok(),
+                "{from} cannot be cancelled"
+            );
         }
     }
 

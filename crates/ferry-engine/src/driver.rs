@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ferry_core::{ActionEvent, Actor, RunEvent, RunId, RunStatus, StageEvent, StageKind, StageStatus};
+use ferry_core::{
+    ActionEvent, Actor, RunEvent, RunId, RunStatus, StageEvent, StageKind, StageStatus,
+};
 use ferry_executor::{ActionLog, Command, Outcome, RunLog, Stream};
 use ferry_spec::{ExecutionMode, PipelineSpec};
 use ferry_store::{Action, Hold, Plan, Run, RunDetail, Stage};
@@ -44,18 +46,37 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
     let run = store.run(run_id).await?;
     let lowered = ferry_spec::lower(&run.pipeline_path, &run.spec_yaml);
     let Some(spec) = lowered.spec else {
-        let reason = format!("{} no longer lowers: {}", run.pipeline_path, lowered.errors().map(|d| d.to_string()).collect::<Vec<_>>().join("; "));
-        store.transition_run(run_id, RunEvent::Fail, Some(&reason), None).await?;
+        let reason = format!(
+            "{} no longer lowers: {}",
+            run.pipeline_path,
+            lowered
+                .errors()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        store
+            .transition_run(run_id, RunEvent::Fail, Some(&reason), None)
+            .await?;
         return Ok(());
     };
     let log = RunLog::open(&engine.log_path(run_id)).await?;
     *handle.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(log.subscribe());
     let workdir = engine.data_dir().join("work").join(format!("run-{run_id}"));
-    let mut ctx = Ctx { spec, log, workdir, binary: None };
+    let mut ctx = Ctx {
+        spec,
+        log,
+        workdir,
+        binary: None,
+    };
     let mut changed = engine.inner.changed.subscribe();
     let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed).await;
     let _ = ctx.log.action(0).flush().await;
-    let finished = store.run(run_id).await.map(|r| r.status.is_terminal()).unwrap_or(false);
+    let finished = store
+        .run(run_id)
+        .await
+        .map(|r| r.status.is_terminal())
+        .unwrap_or(false);
     if finished {
         let _ = tokio::fs::remove_dir_all(&ctx.workdir).await;
     }
@@ -83,13 +104,25 @@ async fn drive_loop(
             stop(engine, handle, run_id, None).await?;
             continue;
         }
-        let Some(stage) = detail.stages.iter().find(|s| !s.status.is_terminal()).cloned() else {
+        let Some(stage) = detail
+            .stages
+            .iter()
+            .find(|s| !s.status.is_terminal())
+            .cloned()
+        else {
             sys(ctx, 0, "run succeeded").await;
-            store.transition_run(run_id, RunEvent::Succeed, None, None).await?;
+            store
+                .transition_run(run_id, RunEvent::Succeed, None, None)
+                .await?;
             return Ok(());
         };
         let env_name = stage.environment.clone();
-        let first_of_env = detail.stages.iter().find(|s| s.environment == env_name).map(|s| s.id) == Some(stage.id);
+        let first_of_env = detail
+            .stages
+            .iter()
+            .find(|s| s.environment == env_name)
+            .map(|s| s.id)
+            == Some(stage.id);
         if stage.status == StageStatus::Pending && first_of_env {
             match hold_environment(engine, handle, ctx, run, &env_name, changed).await? {
                 Some(Wake::Changed) => {}
@@ -97,12 +130,18 @@ async fn drive_loop(
                 Some(Wake::Shutdown) | None => return Ok(()),
             }
             if store.run(run_id).await?.status == RunStatus::Queued {
-                store.transition_run(run_id, RunEvent::Start, None, None).await?;
+                store
+                    .transition_run(run_id, RunEvent::Start, None, None)
+                    .await?;
             }
         }
         match (stage.kind, stage.status) {
-            (StageKind::Approval | StageKind::Apply, StageStatus::Pending) if !plan_has_changes(&detail, &env_name) => {
-                store.transition_stage(stage.id, StageEvent::Skip, Some("the plan has no changes")).await?;
+            (StageKind::Approval | StageKind::Apply, StageStatus::Pending)
+                if !plan_has_changes(&detail, &env_name) =>
+            {
+                store
+                    .transition_stage(stage.id, StageEvent::Skip, Some("the plan has no changes"))
+                    .await?;
                 if stage.kind == StageKind::Apply {
                     sys(ctx, 0, &format!("{env_name}: no changes, nothing to apply")).await;
                     store.release_environment(run_id, &env_name).await?;
@@ -110,21 +149,36 @@ async fn drive_loop(
                 }
             }
             (StageKind::Approval, StageStatus::Pending) => {
-                store.transition_stage(stage.id, StageEvent::Start, None).await?;
+                store
+                    .transition_stage(stage.id, StageEvent::Start, None)
+                    .await?;
                 store.await_approval(run_id, stage.id).await?;
                 sys(ctx, 0, &format!("{env_name}: waiting for approval (ferry approve {run_id} --env {env_name} -m \"...\")")).await;
                 engine.notify_changed();
             }
             (StageKind::Approval, StageStatus::WaitingForApproval) => {
                 if approval_expired(ctx, &stage) {
-                    let timeout = ctx.spec.environment(&env_name).map(|e| e.approval.timeout).unwrap_or_default();
+                    let timeout = ctx
+                        .spec
+                        .environment(&env_name)
+                        .map(|e| e.approval.timeout)
+                        .unwrap_or_default();
                     let reason = format!(
                         "MANUAL_APPROVAL_FAILED: no decision in {env_name} within {}",
                         humantime::format_duration(timeout)
                     );
                     sys(ctx, 0, &reason).await;
-                    store.transition_stage(stage.id, StageEvent::Fail, Some(&reason)).await?;
-                    store.transition_run(run_id, RunEvent::Fail, Some(&reason), Some(&Actor::system("approval-timeout"))).await?;
+                    store
+                        .transition_stage(stage.id, StageEvent::Fail, Some(&reason))
+                        .await?;
+                    store
+                        .transition_run(
+                            run_id,
+                            RunEvent::Fail,
+                            Some(&reason),
+                            Some(&Actor::system("approval-timeout")),
+                        )
+                        .await?;
                     engine.notify_changed();
                     continue;
                 }
@@ -135,7 +189,12 @@ async fn drive_loop(
                 }
             }
             (_, StageStatus::Pending) => {
-                let actions: Vec<Action> = detail.actions.iter().filter(|a| a.stage_id == stage.id).cloned().collect();
+                let actions: Vec<Action> = detail
+                    .actions
+                    .iter()
+                    .filter(|a| a.stage_id == stage.id)
+                    .cloned()
+                    .collect();
                 if !execute_stage(engine, handle, ctx, run, &stage, &actions).await? {
                     return Ok(());
                 }
@@ -143,7 +202,9 @@ async fn drive_loop(
             (_, status) => {
                 // Only a crash leaves a stage mid-way, and recovery interrupts such runs first.
                 let reason = format!("stage {} of {env_name} was found {status}", stage.kind);
-                store.transition_run(run_id, RunEvent::Interrupt, Some(&reason), None).await?;
+                store
+                    .transition_run(run_id, RunEvent::Interrupt, Some(&reason), None)
+                    .await?;
             }
         }
     }
@@ -151,12 +212,21 @@ async fn drive_loop(
 
 /// Whether an approval has waited longer than its environment's `approval.timeout`.
 fn approval_expired(ctx: &Ctx, stage: &Stage) -> bool {
-    let Some(env) = ctx.spec.environment(&stage.environment) else { return false };
-    let Some(started) = stage.started_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+    let Some(env) = ctx.spec.environment(&stage.environment) else {
+        return false;
+    };
+    let Some(started) = stage
+        .started_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    else {
         return false;
     };
     let waited = chrono::Utc::now().signed_duration_since(started);
-    waited.to_std().map(|w| w >= env.approval.timeout).unwrap_or(false)
+    waited
+        .to_std()
+        .map(|w| w >= env.approval.timeout)
+        .unwrap_or(false)
 }
 
 fn plan_has_changes(detail: &RunDetail, environment: &str) -> bool {
@@ -165,7 +235,11 @@ fn plan_has_changes(detail: &RunDetail, environment: &str) -> bool {
 }
 
 /// Waits until something changes, the run is cancelled, or the server shuts down.
-async fn wait(engine: &Engine, handle: &RunHandle, changed: &mut tokio::sync::watch::Receiver<u64>) -> Wake {
+async fn wait(
+    engine: &Engine,
+    handle: &RunHandle,
+    changed: &mut tokio::sync::watch::Receiver<u64>,
+) -> Wake {
     if engine.inner.shutting_down.load(Ordering::SeqCst) {
         return Wake::Shutdown;
     }
@@ -190,15 +264,25 @@ async fn hold_environment(
     changed: &mut tokio::sync::watch::Receiver<u64>,
 ) -> Result<Option<Wake>> {
     let store = engine.store();
-    let env_spec = ctx.spec.environment(environment).ok_or_else(|| Error::InvalidPipeline {
-        path: run.pipeline_path.clone(),
-        diagnostics: vec![format!("environment `{environment}` is not in the pipeline")],
-    })?;
+    let env_spec = ctx
+        .spec
+        .environment(environment)
+        .ok_or_else(|| Error::InvalidPipeline {
+            path: run.pipeline_path.clone(),
+            diagnostics: vec![format!(
+                "environment `{environment}` is not in the pipeline"
+            )],
+        })?;
     if ctx.spec.mode_for(env_spec) == ExecutionMode::Superseded {
         let superseded = store.supersede_older(run.id, environment).await?;
         if !superseded.is_empty() {
             let ids: Vec<String> = superseded.iter().map(ToString::to_string).collect();
-            sys(ctx, 0, &format!("{environment}: superseded older runs {}", ids.join(", "))).await;
+            sys(
+                ctx,
+                0,
+                &format!("{environment}: superseded older runs {}", ids.join(", ")),
+            )
+            .await;
             engine.notify_changed();
         }
     }
@@ -212,8 +296,15 @@ async fn hold_environment(
             Hold::RunFinished(_) => return Ok(None),
             Hold::Waiting { holder } => {
                 if !announced {
-                    let by = holder.map(|h| format!(" (held by run {h})")).unwrap_or_default();
-                    sys(ctx, 0, &format!("{environment}: waiting for the environment{by}")).await;
+                    let by = holder
+                        .map(|h| format!(" (held by run {h})"))
+                        .unwrap_or_default();
+                    sys(
+                        ctx,
+                        0,
+                        &format!("{environment}: waiting for the environment{by}"),
+                    )
+                    .await;
                     announced = true;
                 }
                 match wait(engine, handle, changed).await {
@@ -226,19 +317,44 @@ async fn hold_environment(
 }
 
 /// Ends the run because its token fired: cancelled by someone, or cut by shutdown.
-async fn stop(engine: &Engine, handle: &RunHandle, run_id: RunId, _running: Option<()>) -> Result<()> {
-    let reason = handle.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+async fn stop(
+    engine: &Engine,
+    handle: &RunHandle,
+    run_id: RunId,
+    _running: Option<()>,
+) -> Result<()> {
+    let reason = handle
+        .reason
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let store = engine.store();
     match reason {
         Some(StopReason::Shutdown) => {
-            store.transition_run(run_id, RunEvent::Interrupt, Some("the server shut down"), Some(&Actor::system("shutdown"))).await?;
+            store
+                .transition_run(
+                    run_id,
+                    RunEvent::Interrupt,
+                    Some("the server shut down"),
+                    Some(&Actor::system("shutdown")),
+                )
+                .await?;
         }
         Some(StopReason::Cancel(actor)) => {
             let reason = format!("cancelled by {}", actor.name);
-            store.transition_run(run_id, RunEvent::Cancel, Some(&reason), Some(&actor)).await?;
+            store
+                .transition_run(run_id, RunEvent::Cancel, Some(&reason), Some(&actor))
+                .await?;
         }
         None => {
-            store.transition_run(run_id, RunEvent::Cancel, Some("cancelled"), Some(&Actor::system("engine"))).await?;
+            store
+                .transition_run(
+                    run_id,
+                    RunEvent::Cancel,
+                    Some("cancelled"),
+                    Some(&Actor::system("engine")),
+                )
+                .await?;
         }
     }
     engine.notify_changed();
@@ -255,16 +371,33 @@ async fn execute_stage(
     actions: &[Action],
 ) -> Result<bool> {
     let store = engine.store();
-    store.transition_stage(stage.id, StageEvent::Start, None).await?;
-    sys(ctx, 0, &format!("{}: stage {} started", stage.environment, stage.kind)).await;
+    store
+        .transition_stage(stage.id, StageEvent::Start, None)
+        .await?;
+    sys(
+        ctx,
+        0,
+        &format!("{}: stage {} started", stage.environment, stage.kind),
+    )
+    .await;
     for action in actions {
         if handle.cancel.is_cancelled() {
             stop(engine, handle, run.id, None).await?;
             return Ok(true);
         }
         if engine.inner.shutting_down.load(Ordering::SeqCst) {
-            let reason = format!("the server shut down during stage {} of {}", stage.kind, stage.environment);
-            store.transition_run(run.id, RunEvent::Interrupt, Some(&reason), Some(&Actor::system("shutdown"))).await?;
+            let reason = format!(
+                "the server shut down during stage {} of {}",
+                stage.kind, stage.environment
+            );
+            store
+                .transition_run(
+                    run.id,
+                    RunEvent::Interrupt,
+                    Some(&reason),
+                    Some(&Actor::system("shutdown")),
+                )
+                .await?;
             return Ok(false);
         }
         store.start_action(action.id).await?;
@@ -276,24 +409,53 @@ async fn execute_stage(
             Ok(Outcome::Cancelled) => "cancelled",
             _ => "failed",
         };
-        if let Some(observer) = engine.inner.observer.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(observer) = engine
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
             observer(&action.kind, outcome_label, elapsed);
         }
         match result {
             Ok(outcome) if outcome.success() => {
-                store.finish_action(action.id, ActionEvent::Succeed, Some(0), None).await?;
+                store
+                    .finish_action(action.id, ActionEvent::Succeed, Some(0), None)
+                    .await?;
             }
             Ok(Outcome::Cancelled) => {
-                let shutdown = matches!(*handle.reason.lock().unwrap_or_else(|e| e.into_inner()), Some(StopReason::Shutdown));
-                let event = if shutdown { ActionEvent::Interrupt } else { ActionEvent::Cancel };
-                sys(ctx, action.id.0, if shutdown { "interrupted by server shutdown" } else { "cancelled" }).await;
+                let shutdown = matches!(
+                    *handle.reason.lock().unwrap_or_else(|e| e.into_inner()),
+                    Some(StopReason::Shutdown)
+                );
+                let event = if shutdown {
+                    ActionEvent::Interrupt
+                } else {
+                    ActionEvent::Cancel
+                };
+                sys(
+                    ctx,
+                    action.id.0,
+                    if shutdown {
+                        "interrupted by server shutdown"
+                    } else {
+                        "cancelled"
+                    },
+                )
+                .await;
                 store.finish_action(action.id, event, None, None).await?;
                 stop(engine, handle, run.id, None).await?;
                 return Ok(!shutdown);
             }
             Ok(outcome) => {
                 let describe = outcome.describe();
-                sys(ctx, action.id.0, &format!("`{}` failed: {describe}", action.name)).await;
+                sys(
+                    ctx,
+                    action.id.0,
+                    &format!("`{}` failed: {describe}", action.name),
+                )
+                .await;
                 let code = match outcome {
                     Outcome::Exited(code) => Some(code),
                     _ => None,
@@ -303,27 +465,57 @@ async fn execute_stage(
             }
             Err(error) => {
                 let message = error.to_string();
-                sys(ctx, action.id.0, &format!("`{}` could not run: {message}", action.name)).await;
+                sys(
+                    ctx,
+                    action.id.0,
+                    &format!("`{}` could not run: {message}", action.name),
+                )
+                .await;
                 fail(engine, run, stage, action, None, &message).await?;
                 return Ok(true);
             }
         }
     }
-    store.transition_stage(stage.id, StageEvent::Succeed, None).await?;
-    sys(ctx, 0, &format!("{}: stage {} succeeded", stage.environment, stage.kind)).await;
+    store
+        .transition_stage(stage.id, StageEvent::Succeed, None)
+        .await?;
+    sys(
+        ctx,
+        0,
+        &format!("{}: stage {} succeeded", stage.environment, stage.kind),
+    )
+    .await;
     if stage.kind == StageKind::Apply {
-        store.release_environment(run.id, &stage.environment).await?;
+        store
+            .release_environment(run.id, &stage.environment)
+            .await?;
         engine.notify_changed();
     }
     Ok(true)
 }
 
-async fn fail(engine: &Engine, run: &Run, stage: &Stage, action: &Action, code: Option<i32>, describe: &str) -> Result<()> {
+async fn fail(
+    engine: &Engine,
+    run: &Run,
+    stage: &Stage,
+    action: &Action,
+    code: Option<i32>,
+    describe: &str,
+) -> Result<()> {
     let store = engine.store();
-    store.finish_action(action.id, ActionEvent::Fail, code, Some(describe)).await?;
-    let reason = format!("{} {}: `{}` failed: {describe}", stage.environment, stage.kind, action.name);
-    store.transition_stage(stage.id, StageEvent::Fail, Some(&reason)).await?;
-    store.transition_run(run.id, RunEvent::Fail, Some(&reason), None).await?;
+    store
+        .finish_action(action.id, ActionEvent::Fail, code, Some(describe))
+        .await?;
+    let reason = format!(
+        "{} {}: `{}` failed: {describe}",
+        stage.environment, stage.kind, action.name
+    );
+    store
+        .transition_stage(stage.id, StageEvent::Fail, Some(&reason))
+        .await?;
+    store
+        .transition_run(run.id, RunEvent::Fail, Some(&reason), None)
+        .await?;
     engine.notify_changed();
     Ok(())
 }
@@ -337,12 +529,20 @@ async fn sys(ctx: &mut Ctx, action: i64, text: &str) {
 }
 
 /// Executes one action: a user command, or a built-in Terraform step.
-async fn run_action(engine: &Engine, handle: &RunHandle, ctx: &mut Ctx, run: &Run, stage: &Stage, action: &Action) -> Result<Outcome> {
+async fn run_action(
+    engine: &Engine,
+    handle: &RunHandle,
+    ctx: &mut Ctx,
+    run: &Run,
+    stage: &Stage,
+    action: &Action,
+) -> Result<Outcome> {
     let deadline = Instant::now() + Duration::from_millis(action.timeout_ms.max(0) as u64);
     let binary = match &ctx.binary {
         Some(b) => b.clone(),
         None => {
-            let found = terraform::check_binary(&ctx.spec.terraform, &engine.inner.config.path_var).await?;
+            let found =
+                terraform::check_binary(&ctx.spec.terraform, &engine.inner.config.path_var).await?;
             ctx.binary = Some(found.path.clone());
             found.path
         }
@@ -359,28 +559,100 @@ async fn run_action(engine: &Engine, handle: &RunHandle, ctx: &mut Ctx, run: &Ru
     };
     // A fresh workspace (a run resumed after a restart) must be initialised before use.
     if action.kind != stages::INIT && !tf_data.exists() {
-        let outcome = exec(engine, handle, ctx, action, tf(&["init", "-input=false", "-no-color"]), &tf_dir, &env, deadline).await?;
+        let outcome = exec(
+            engine,
+            handle,
+            ctx,
+            action,
+            tf(&["init", "-input=false", "-no-color"]),
+            &tf_dir,
+            &env,
+            deadline,
+        )
+        .await?;
         if !outcome.success() {
             return Ok(outcome);
         }
     }
     match action.kind.as_str() {
-        stages::INIT => exec(engine, handle, ctx, action, tf(&["init", "-input=false", "-no-color"]), &tf_dir, &env, deadline).await,
-        stages::VALIDATE => exec(engine, handle, ctx, action, tf(&["validate", "-no-color"]), &tf_dir, &env, deadline).await,
+        stages::INIT => {
+            exec(
+                engine,
+                handle,
+                ctx,
+                action,
+                tf(&["init", "-input=false", "-no-color"]),
+                &tf_dir,
+                &env,
+                deadline,
+            )
+            .await
+        }
+        stages::VALIDATE => {
+            exec(
+                engine,
+                handle,
+                ctx,
+                action,
+                tf(&["validate", "-no-color"]),
+                &tf_dir,
+                &env,
+                deadline,
+            )
+            .await
+        }
         stages::COMMAND => {
             let command = action.command.clone().unwrap_or_default();
-            exec(engine, handle, ctx, action, Command::Shell(command), &tf_dir, &env, deadline).await
+            exec(
+                engine,
+                handle,
+                ctx,
+                action,
+                Command::Shell(command),
+                &tf_dir,
+                &env,
+                deadline,
+            )
+            .await
         }
-        stages::PLAN => plan(engine, handle, ctx, run, action, &env_name, &bin, &tf_dir, &env, deadline).await,
+        stages::PLAN => {
+            plan(
+                engine, handle, ctx, run, action, &env_name, &bin, &tf_dir, &env, deadline,
+            )
+            .await
+        }
         stages::APPLY => {
-            let plan = engine.store().plan(run.id, &env_name).await?.ok_or_else(|| {
-                Error::Io(std::io::Error::other(format!("no plan recorded for {env_name}; refusing to apply")))
-            })?;
+            let plan = engine
+                .store()
+                .plan(run.id, &env_name)
+                .await?
+                .ok_or_else(|| {
+                    Error::Io(std::io::Error::other(format!(
+                        "no plan recorded for {env_name}; refusing to apply"
+                    )))
+                })?;
             verify_plan_file(&plan).await?;
-            sys(ctx, action.id.0, &format!("applying the plan with sha256 {}", plan.sha256)).await;
-            exec(engine, handle, ctx, action, tf(&["apply", "-input=false", "-no-color", &plan.plan_path]), &tf_dir, &env, deadline).await
+            sys(
+                ctx,
+                action.id.0,
+                &format!("applying the plan with sha256 {}", plan.sha256),
+            )
+            .await;
+            exec(
+                engine,
+                handle,
+                ctx,
+                action,
+                tf(&["apply", "-input=false", "-no-color", &plan.plan_path]),
+                &tf_dir,
+                &env,
+                deadline,
+            )
+            .await
         }
-        other => Err(Error::Io(std::io::Error::other(format!("unknown action kind `{other}`")))),
+        other => Err(Error::Io(std::io::Error::other(format!(
+            "unknown action kind `{other}`"
+        )))),
     }
 }
 
@@ -410,16 +682,39 @@ async fn plan(
     env: &[(String, String)],
     deadline: Instant,
 ) -> Result<Outcome> {
-    let dir = engine.data_dir().join("plans").join(format!("run-{}", run.id));
+    let dir = engine
+        .data_dir()
+        .join("plans")
+        .join(format!("run-{}", run.id));
     tokio::fs::create_dir_all(&dir).await?;
     let plan_path = dir.join(format!("{env_name}.tfplan"));
     let json_path = dir.join(format!("{env_name}.json"));
     let plan_arg = format!("-out={}", plan_path.display());
-    let mut argv = vec![bin.to_owned(), "plan".into(), "-input=false".into(), "-no-color".into(), plan_arg];
-    if let Some(vars) = ctx.spec.environment(env_name).and_then(|e| e.vars_file.clone()) {
+    let mut argv = vec![
+        bin.to_owned(),
+        "plan".into(),
+        "-input=false".into(),
+        "-no-color".into(),
+        plan_arg,
+    ];
+    if let Some(vars) = ctx
+        .spec
+        .environment(env_name)
+        .and_then(|e| e.vars_file.clone())
+    {
         argv.push(format!("-var-file={vars}"));
     }
-    let outcome = exec(engine, handle, ctx, action, Command::Argv(argv), tf_dir, env, deadline).await?;
+    let outcome = exec(
+        engine,
+        handle,
+        ctx,
+        action,
+        Command::Argv(argv),
+        tf_dir,
+        env,
+        deadline,
+    )
+    .await?;
     if !outcome.success() {
         return Ok(outcome);
     }
@@ -439,10 +734,19 @@ async fn plan(
     let plan_bytes = tokio::fs::read(&plan_path).await?;
     let sha256 = hex::encode(Sha256::digest(&plan_bytes));
     let json: serde_json::Value = serde_json::from_slice(&tokio::fs::read(&json_path).await?)
-        .map_err(|e| Error::Io(std::io::Error::other(format!("terraform show -json gave invalid JSON: {e}"))))?;
+        .map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "terraform show -json gave invalid JSON: {e}"
+            )))
+        })?;
     let summary = PlanSummary::from_plan_json(&json);
     let has_changes = summary.has_changes();
-    sys(ctx, action.id.0, &format!("plan for {env_name}: {} (sha256 {sha256})", summary.short())).await;
+    sys(
+        ctx,
+        action.id.0,
+        &format!("plan for {env_name}: {} (sha256 {sha256})", summary.short()),
+    )
+    .await;
     engine
         .store()
         .record_plan(&Plan {
@@ -461,10 +765,21 @@ async fn plan(
 
 /// Makes sure the run's checkout exists and points Terraform at this environment's state.
 /// Returns the Terraform directory.
-async fn prepare_workspace(engine: &Engine, ctx: &mut Ctx, run: &Run, action: &Action, env_name: &str) -> Result<PathBuf> {
+async fn prepare_workspace(
+    engine: &Engine,
+    ctx: &mut Ctx,
+    run: &Run,
+    action: &Action,
+    env_name: &str,
+) -> Result<PathBuf> {
     let src = ctx.src();
     if !src.join(".git").exists() {
-        sys(ctx, action.id.0, &format!("checking out {} ({})", run.commit_sha, run.git_ref)).await;
+        sys(
+            ctx,
+            action.id.0,
+            &format!("checking out {} ({})", run.commit_sha, run.git_ref),
+        )
+        .await;
         let _ = tokio::fs::remove_dir_all(&src).await;
         let project = engine.store().project(&run.project).await?;
         let mirror = engine.sync_project(&project).await?;
@@ -477,7 +792,12 @@ async fn prepare_workspace(engine: &Engine, ctx: &mut Ctx, run: &Run, action: &A
             ctx.spec.terraform.dir, run.commit_sha
         ))));
     }
-    let state = engine.data_dir().join("state").join(&run.project).join(&run.pipeline).join(env_name);
+    let state = engine
+        .data_dir()
+        .join("state")
+        .join(&run.project)
+        .join(&run.pipeline)
+        .join(env_name);
     tokio::fs::create_dir_all(&state).await?;
     let text = terraform::backend_override(&state.join("terraform.tfstate"));
     tokio::fs::write(tf_dir.join(terraform::OVERRIDE_FILE), text).await?;
@@ -486,8 +806,20 @@ async fn prepare_workspace(engine: &Engine, ctx: &mut Ctx, run: &Run, action: &A
 
 /// The complete environment of an action: a short allow-list from the server, the
 /// pipeline's and environment's declared variables, and Ferry's own run variables.
-fn action_env(engine: &Engine, ctx: &Ctx, run: &Run, stage: &Stage, tf_data: &Path) -> Vec<(String, String)> {
-    let mut env: BTreeMap<String, String> = engine.inner.config.passthrough_env.iter().cloned().collect();
+fn action_env(
+    engine: &Engine,
+    ctx: &Ctx,
+    run: &Run,
+    stage: &Stage,
+    tf_data: &Path,
+) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = engine
+        .inner
+        .config
+        .passthrough_env
+        .iter()
+        .cloned()
+        .collect();
     env.insert("PATH".into(), engine.inner.config.path_var.clone());
     env.extend(ctx.spec.env.clone());
     if let Some(e) = ctx.spec.environment(&stage.environment) {
@@ -543,7 +875,10 @@ async fn exec(
     let mut log: ActionLog<'_> = ctx.log.action(action.id.0);
     log.line(Stream::Sys, &format!("$ {shown}")).await?;
     let running = ferry_executor::spawn(&spec)?;
-    engine.store().set_action_process(action.id, running.pid(), running.start_time()).await?;
+    engine
+        .store()
+        .set_action_process(action.id, running.pid(), running.start_time())
+        .await?;
     let outcome = running.wait(&mut log, handle.cancel.clone()).await?;
     log.flush().await?;
     Ok(outcome)

@@ -42,7 +42,12 @@ async fn git(op: &'static str, args: &[&str], dir: Option<&Path>) -> Result<Vec<
         .kill_on_drop(true);
     let out = cmd.output().await?;
     if !out.status.success() {
-        let message = String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("").to_owned();
+        let message = String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_owned();
         return Err(GitError::Failed { op, message });
     }
     Ok(out.stdout)
@@ -51,7 +56,11 @@ async fn git(op: &'static str, args: &[&str], dir: Option<&Path>) -> Result<Vec<
 /// Refs may not start with `-` and may not hold whitespace or control characters; git's own
 /// `check-ref-format` rules are applied by git when the ref is resolved.
 pub fn check_ref(r: &str) -> Result<(), GitError> {
-    if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) || r.len() > 255 {
+    if r.is_empty()
+        || r.starts_with('-')
+        || r.chars().any(|c| c.is_whitespace() || c.is_control())
+        || r.len() > 255
+    {
         return Err(GitError::InvalidRef(r.to_owned()));
     }
     Ok(())
@@ -62,7 +71,19 @@ impl Mirror {
     /// the existing mirror.
     pub async fn sync(repo: &str, path: &Path) -> Result<Mirror, GitError> {
         if path.join("HEAD").exists() {
-            git("fetch", &["fetch", "--prune", "--quiet", "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], Some(path)).await?;
+            git(
+                "fetch",
+                &[
+                    "fetch",
+                    "--prune",
+                    "--quiet",
+                    "origin",
+                    "+refs/heads/*:refs/heads/*",
+                    "+refs/tags/*:refs/tags/*",
+                ],
+                Some(path),
+            )
+            .await?;
         } else {
             if let Some(parent) = path.parent() {
                 tokio::fs::create_dir_all(parent).await?;
@@ -70,15 +91,27 @@ impl Mirror {
             let tmp = path.with_extension("tmp");
             let _ = tokio::fs::remove_dir_all(&tmp).await;
             let tmp_str = tmp.to_string_lossy().into_owned();
-            git("clone", &["clone", "--mirror", "--quiet", "--", repo, &tmp_str], None).await?;
+            git(
+                "clone",
+                &["clone", "--mirror", "--quiet", "--", repo, &tmp_str],
+                None,
+            )
+            .await?;
             tokio::fs::rename(&tmp, path).await?;
         }
-        Ok(Mirror { path: path.to_owned() })
+        Ok(Mirror {
+            path: path.to_owned(),
+        })
     }
 
     /// The default branch's name, from the mirror's HEAD.
     pub async fn default_branch(&self) -> Result<String, GitError> {
-        let out = git("symbolic-ref", &["symbolic-ref", "--quiet", "HEAD"], Some(&self.path)).await?;
+        let out = git(
+            "symbolic-ref",
+            &["symbolic-ref", "--quiet", "HEAD"],
+            Some(&self.path),
+        )
+        .await?;
         let full = String::from_utf8_lossy(&out).trim().to_owned();
         Ok(full.strip_prefix("refs/heads/").unwrap_or(&full).to_owned())
     }
@@ -86,9 +119,25 @@ impl Mirror {
     /// Resolves a branch, tag or commit id to a full commit id.
     pub async fn resolve(&self, r: &str) -> Result<String, GitError> {
         check_ref(r)?;
-        for candidate in [format!("refs/heads/{r}"), format!("refs/tags/{r}"), r.to_owned()] {
+        for candidate in [
+            format!("refs/heads/{r}"),
+            format!("refs/tags/{r}"),
+            r.to_owned(),
+        ] {
             let spec = format!("{candidate}^{{commit}}");
-            if let Ok(out) = git("rev-parse", &["rev-parse", "--verify", "--quiet", "--end-of-options", &spec], Some(&self.path)).await {
+            if let Ok(out) = git(
+                "rev-parse",
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    "--end-of-options",
+                    &spec,
+                ],
+                Some(&self.path),
+            )
+            .await
+            {
                 let sha = String::from_utf8_lossy(&out).trim().to_owned();
                 if !sha.is_empty() {
                     return Ok(sha);
@@ -100,10 +149,17 @@ impl Mirror {
 
     /// Paths of every `ferry.yaml` in the commit's tree.
     pub async fn pipeline_files(&self, commit: &str) -> Result<Vec<String>, GitError> {
-        let out = git("ls-tree", &["ls-tree", "-r", "--name-only", "--full-tree", commit], Some(&self.path)).await?;
+        let out = git(
+            "ls-tree",
+            &["ls-tree", "-r", "--name-only", "--full-tree", commit],
+            Some(&self.path),
+        )
+        .await?;
         Ok(String::from_utf8_lossy(&out)
             .lines()
-            .filter(|p| *p == ferry_spec::FILE_NAME || p.ends_with(&format!("/{}", ferry_spec::FILE_NAME)))
+            .filter(|p| {
+                *p == ferry_spec::FILE_NAME || p.ends_with(&format!("/{}", ferry_spec::FILE_NAME))
+            })
             .map(str::to_owned)
             .collect())
     }
@@ -122,8 +178,26 @@ impl Mirror {
         }
         let mirror = self.path.to_string_lossy().into_owned();
         let dest_str = dest.to_string_lossy().into_owned();
-        git("clone", &["clone", "--quiet", "--no-checkout", "--shared", "--", &mirror, &dest_str], None).await?;
-        git("checkout", &["checkout", "--quiet", "--detach", commit], Some(dest)).await?;
+        git(
+            "clone",
+            &[
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                "--shared",
+                "--",
+                &mirror,
+                &dest_str,
+            ],
+            None,
+        )
+        .await?;
+        git(
+            "checkout",
+            &["checkout", "--quiet", "--detach", commit],
+            Some(dest),
+        )
+        .await?;
         Ok(())
     }
 }
@@ -131,7 +205,16 @@ impl Mirror {
 /// Checks that `repo` is a reachable git repository, without cloning it.
 pub async fn check_remote(repo: &str) -> Result<(), GitError> {
     if repo.is_empty() || repo.starts_with('-') {
-        return Err(GitError::Failed { op: "ls-remote", message: format!("`{repo}` is not a repository address") });
+        return Err(GitError::Failed {
+            op: "ls-remote",
+            message: format!("`{repo}` is not a repository address"),
+        });
     }
-    git("ls-remote", &["ls-remote", "--quiet", "--", repo, "HEAD"], None).await.map(|_| ())
+    git(
+        "ls-remote",
+        &["ls-remote", "--quiet", "--", repo, "HEAD"],
+        None,
+    )
+    .await
+    .map(|_| ())
 }

@@ -52,11 +52,17 @@ pub enum Error {
     #[error("project `{project}` has no ferry.yaml at {commit}")]
     NoPipeline { project: String, commit: String },
     #[error("pipeline `{name}` not found (available: {})", available.join(", "))]
-    PipelineNotFound { name: String, available: Vec<String> },
+    PipelineNotFound {
+        name: String,
+        available: Vec<String>,
+    },
     #[error("project has several pipelines ({}); name one", available.join(", "))]
     AmbiguousPipeline { available: Vec<String> },
     #[error("{path} is not a valid pipeline:\n{}", diagnostics.join("\n"))]
-    InvalidPipeline { path: String, diagnostics: Vec<String> },
+    InvalidPipeline {
+        path: String,
+        diagnostics: Vec<String>,
+    },
     #[error("secret `{name}` is not defined (referenced by {path}; the secret store is not available yet)")]
     MissingSecret { name: String, path: String },
     #[error(transparent)]
@@ -138,7 +144,11 @@ impl Engine {
     }
 
     pub fn set_action_observer(&self, observer: ActionObserver) {
-        *self.inner.observer.lock().unwrap_or_else(|e| e.into_inner()) = Some(observer);
+        *self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(observer);
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -147,7 +157,11 @@ impl Engine {
 
     /// The append-only log file of a run.
     pub fn log_path(&self, run: RunId) -> PathBuf {
-        self.inner.config.data_dir.join("logs").join(format!("run-{run}.log"))
+        self.inner
+            .config
+            .data_dir
+            .join("logs")
+            .join(format!("run-{run}.log"))
     }
 
     /// A receiver that changes whenever the run's log grows; `None` once the run has no
@@ -161,7 +175,11 @@ impl Engine {
 
     /// Whether a driver is still working on the run.
     pub fn is_active(&self, run: RunId) -> bool {
-        self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&run)
+        self.inner
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&run)
     }
 
     fn notify_changed(&self) {
@@ -169,12 +187,20 @@ impl Engine {
     }
 
     fn repo_lock(&self, project_id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.inner.repo_locks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locks = self
+            .inner
+            .repo_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         locks.entry(project_id).or_default().clone()
     }
 
     fn mirror_path(&self, project_id: i64) -> PathBuf {
-        self.inner.config.data_dir.join("repos").join(format!("{project_id}.git"))
+        self.inner
+            .config
+            .data_dir
+            .join("repos")
+            .join(format!("{project_id}.git"))
     }
 
     /// Brings the project's mirror up to date.
@@ -184,8 +210,13 @@ impl Engine {
         Ok(git::Mirror::sync(&project.repo, &self.mirror_path(project.id)).await?)
     }
 
-    /// Pipelines of a project at `git_ref` (default: the default branch).
-    pub async fn pipelines(&self, project: &str, git_ref: Option<&str>) -> Result<(String, Vec<PipelineInfo>)> {
+    /// The project, its refreshed mirror, the ref (default: the default branch) and the
+    /// commit it resolves to.
+    async fn resolve(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+    ) -> Result<(ferry_store::Project, git::Mirror, String, String)> {
         let project = self.inner.store.project(project).await?;
         let mirror = self.sync_project(&project).await?;
         let git_ref = match git_ref {
@@ -193,16 +224,34 @@ impl Engine {
             None => mirror.default_branch().await?,
         };
         let commit = mirror.resolve(&git_ref).await?;
+        Ok((project, mirror, git_ref, commit))
+    }
+
+    /// Pipelines of a project at `git_ref` (default: the default branch).
+    pub async fn pipelines(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+    ) -> Result<(String, Vec<PipelineInfo>)> {
+        let (_, mirror, _, commit) = self.resolve(project, git_ref).await?;
         let mut out = Vec::new();
         for path in mirror.pipeline_files(&commit).await? {
             let text = mirror.read_file(&commit, &path).await?;
             let lowered = ferry_spec::lower(&path, &text);
             let errors: Vec<String> = lowered.errors().map(ToString::to_string).collect();
             let (name, environments) = match &lowered.spec {
-                Some(spec) => (spec.name.clone(), spec.environments.iter().map(|e| e.name.clone()).collect()),
+                Some(spec) => (
+                    spec.name.clone(),
+                    spec.environments.iter().map(|e| e.name.clone()).collect(),
+                ),
                 None => (path.clone(), Vec::new()),
             };
-            out.push(PipelineInfo { name, path, environments, errors });
+            out.push(PipelineInfo {
+                name,
+                path,
+                environments,
+                errors,
+            });
         }
         Ok((commit, out))
     }
@@ -210,20 +259,23 @@ impl Engine {
     /// Starts a run of `pipeline` (optional when the project has one) at `git_ref`.
     /// Everything that can be checked before the run exists is checked here, so a bad ref,
     /// an invalid ferry.yaml or a missing terraform is an error, not a failed run.
-    pub async fn trigger(&self, actor: &Actor, project: &str, git_ref: Option<&str>, pipeline: Option<&str>) -> Result<Run> {
+    pub async fn trigger(
+        &self,
+        actor: &Actor,
+        project: &str,
+        git_ref: Option<&str>,
+        pipeline: Option<&str>,
+    ) -> Result<Run> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
-        let project = self.inner.store.project(project).await?;
-        let mirror = self.sync_project(&project).await?;
-        let git_ref = match git_ref {
-            Some(r) => r.to_owned(),
-            None => mirror.default_branch().await?,
-        };
-        let commit = mirror.resolve(&git_ref).await?;
+        let (project, mirror, git_ref, commit) = self.resolve(project, git_ref).await?;
         let files = mirror.pipeline_files(&commit).await?;
         if files.is_empty() {
-            return Err(Error::NoPipeline { project: project.name.clone(), commit });
+            return Err(Error::NoPipeline {
+                project: project.name.clone(),
+                commit,
+            });
         }
         let mut candidates = Vec::new();
         for path in files {
@@ -232,13 +284,18 @@ impl Engine {
             let name = lowered.spec.as_ref().map(|s| s.name.clone());
             candidates.push((path, text, lowered, name));
         }
-        let available: Vec<String> =
-            candidates.iter().map(|(path, _, _, name)| name.clone().unwrap_or_else(|| path.clone())).collect();
+        let available: Vec<String> = candidates
+            .iter()
+            .map(|(path, _, _, name)| name.clone().unwrap_or_else(|| path.clone()))
+            .collect();
         let index = match pipeline {
             Some(wanted) => candidates
                 .iter()
                 .position(|(path, _, _, name)| name.as_deref() == Some(wanted) || path == wanted)
-                .ok_or_else(|| Error::PipelineNotFound { name: wanted.to_owned(), available: available.clone() })?,
+                .ok_or_else(|| Error::PipelineNotFound {
+                    name: wanted.to_owned(),
+                    available: available.clone(),
+                })?,
             None if candidates.len() == 1 => 0,
             None => return Err(Error::AmbiguousPipeline { available }),
         };
@@ -250,7 +307,10 @@ impl Engine {
             });
         };
         if let Some(secret) = spec.secrets.first() {
-            return Err(Error::MissingSecret { name: secret.name.clone(), path });
+            return Err(Error::MissingSecret {
+                name: secret.name.clone(),
+                path,
+            });
         }
         terraform::check_binary(&spec.terraform, &self.inner.config.path_var).await?;
         let new = NewRun {
@@ -274,17 +334,32 @@ impl Engine {
     pub async fn cancel(&self, actor: &Actor, run: RunId) -> Result<Run> {
         let current = self.inner.store.run(run).await?;
         if current.status.is_terminal() {
-            return Err(Error::RunFinished { run, status: current.status });
+            return Err(Error::RunFinished {
+                run,
+                status: current.status,
+            });
         }
-        let handle = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).get(&run).cloned();
+        let handle = self
+            .inner
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&run)
+            .cloned();
         match handle {
             Some(handle) => {
-                handle.reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(StopReason::Cancel(actor.clone()));
+                handle
+                    .reason
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(StopReason::Cancel(actor.clone()));
                 handle.cancel.cancel();
                 // The driver records the cancellation once the action is gone; wait for it so
                 // the caller sees the final status.
                 let mut rx = self.inner.changed.subscribe();
-                let deadline = tokio::time::Instant::now() + self.inner.config.kill_grace + Duration::from_secs(5);
+                let deadline = tokio::time::Instant::now()
+                    + self.inner.config.kill_grace
+                    + Duration::from_secs(5);
                 loop {
                     let latest = self.inner.store.run(run).await?;
                     if latest.status.is_terminal() {
@@ -298,7 +373,11 @@ impl Engine {
                 }
             }
             None => {
-                let run = self.inner.store.transition_run(run, RunEvent::Cancel, Some("cancelled"), Some(actor)).await?;
+                let run = self
+                    .inner
+                    .store
+                    .transition_run(run, RunEvent::Cancel, Some("cancelled"), Some(actor))
+                    .await?;
                 self.notify_changed();
                 Ok(run)
             }
@@ -306,15 +385,35 @@ impl Engine {
     }
 
     /// Approves or rejects the approval a run waits for in `environment`.
-    pub async fn decide(&self, actor: &Actor, run: RunId, environment: &str, decision: Decision, comment: &str) -> Result<Run> {
+    pub async fn decide(
+        &self,
+        actor: &Actor,
+        run: RunId,
+        environment: &str,
+        decision: Decision,
+        comment: &str,
+    ) -> Result<Run> {
         let current = self.inner.store.run(run).await?;
         let lowered = ferry_spec::lower(&current.pipeline_path, &current.spec_yaml);
-        let env = lowered.spec.as_ref().and_then(|s| s.environment(environment));
+        let env = lowered
+            .spec
+            .as_ref()
+            .and_then(|s| s.environment(environment));
         let Some(env) = env else {
-            return Err(ferry_store::Error::Conflict(format!("run {run} has no environment `{environment}`")).into());
+            return Err(ferry_store::Error::Conflict(format!(
+                "run {run} has no environment `{environment}`"
+            ))
+            .into());
         };
-        let rule = ApprovalRule { approvers: env.approval.approvers.clone(), required: env.approval.required };
-        let run = self.inner.store.decide(actor, run, environment, &rule, decision, comment).await?;
+        let rule = ApprovalRule {
+            approvers: env.approval.approvers.clone(),
+            required: env.approval.required,
+        };
+        let run = self
+            .inner
+            .store
+            .decide(actor, run, environment, &rule, decision, comment)
+            .await?;
         self.notify_changed();
         Ok(run)
     }
@@ -328,17 +427,27 @@ impl Engine {
         let mut interrupted = std::collections::BTreeMap::new();
         for orphan in store.orphan_actions().await? {
             if let (Some(pid), Some(start)) = (orphan.pid, orphan.pid_start_time) {
-                let killed = ferry_executor::kill_recorded_group(pid as u32, start as u64, self.inner.config.kill_grace).await;
+                let killed = ferry_executor::kill_recorded_group(
+                    pid as u32,
+                    start as u64,
+                    self.inner.config.kill_grace,
+                )
+                .await;
                 tracing::warn!(run = %orphan.run_id, action = %orphan.action, pid, killed, "killed the process group of an interrupted action");
             }
             interrupted.insert(orphan.run_id, ());
         }
         for run in store.active_runs().await? {
             let detail = store.run_detail(run.id).await?;
-            let mid_stage = detail.stages.iter().any(|s| s.status == ferry_core::StageStatus::InProgress);
+            let mid_stage = detail
+                .stages
+                .iter()
+                .any(|s| s.status == ferry_core::StageStatus::InProgress);
             if interrupted.contains_key(&run.id) || mid_stage || run.status == RunStatus::Stopping {
                 let reason = "the server stopped while this run was executing";
-                store.transition_run(run.id, RunEvent::Interrupt, Some(reason), Some(&system)).await?;
+                store
+                    .transition_run(run.id, RunEvent::Interrupt, Some(reason), Some(&system))
+                    .await?;
                 tracing::warn!(run = %run.id, "run interrupted by a server stop");
             } else {
                 self.spawn_driver(run.id);
@@ -355,10 +464,24 @@ impl Engine {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.notify_changed();
         self.inner.tasks.close();
-        if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
-            let handles: Vec<_> = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            let handles: Vec<_> = self
+                .inner
+                .runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
             for handle in handles {
-                handle.reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(StopReason::Shutdown);
+                handle
+                    .reason
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(StopReason::Shutdown);
                 handle.cancel.cancel();
             }
             self.inner.tasks.wait().await;
@@ -366,7 +489,11 @@ impl Engine {
     }
 
     fn spawn_driver(&self, run: RunId) {
-        let handle = Arc::new(RunHandle { cancel: CancellationToken::new(), reason: Mutex::new(None), log: Mutex::new(None) });
+        let handle = Arc::new(RunHandle {
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+            log: Mutex::new(None),
+        });
         {
             let mut runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
             if runs.contains_key(&run) {
@@ -379,9 +506,18 @@ impl Engine {
             if let Err(error) = driver::drive(&engine, run, &handle).await {
                 tracing::error!(run = %run, error = %error, "run driver failed");
                 let reason = format!("ferry failed to drive this run: {error}");
-                let _ = engine.inner.store.transition_run(run, RunEvent::Fail, Some(&reason), None).await;
+                let _ = engine
+                    .inner
+                    .store
+                    .transition_run(run, RunEvent::Fail, Some(&reason), None)
+                    .await;
             }
-            engine.inner.runs.lock().unwrap_or_else(|e| e.into_inner()).remove(&run);
+            engine
+                .inner
+                .runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&run);
             engine.notify_changed();
         });
     }

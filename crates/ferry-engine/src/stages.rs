@@ -19,7 +19,12 @@ fn ms(d: Duration) -> i64 {
 }
 
 fn builtin(kind: &str, name: &str, timeout: Duration) -> NewAction {
-    NewAction { name: name.to_owned(), kind: kind.to_owned(), command: None, timeout_ms: ms(timeout) }
+    NewAction {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+        command: None,
+        timeout_ms: ms(timeout),
+    }
 }
 
 fn commands(list: &[CommandSpec], timeout: Duration) -> Vec<NewAction> {
@@ -46,20 +51,33 @@ pub fn plan_stages(spec: &PipelineSpec) -> Vec<NewStage> {
 
 fn environment_stages(spec: &PipelineSpec, env: &EnvironmentSpec) -> Vec<NewStage> {
     let timeout = env.timeout.unwrap_or(spec.timeout);
-    let stage = |kind, actions| NewStage { environment: env.name.clone(), kind, actions };
+    let stage = |kind, actions| NewStage {
+        environment: env.name.clone(),
+        kind,
+        actions,
+    };
     let mut validate = vec![builtin(INIT, "terraform init", timeout)];
     match &spec.stages.validate {
         Some(list) => validate.extend(commands(list, timeout)),
         None => validate.push(builtin(VALIDATE, "terraform validate", timeout)),
     }
-    let mut out = vec![stage(StageKind::Validate, validate), stage(StageKind::Plan, vec![builtin(PLAN, "terraform plan", timeout)])];
+    let mut out = vec![
+        stage(StageKind::Validate, validate),
+        stage(
+            StageKind::Plan,
+            vec![builtin(PLAN, "terraform plan", timeout)],
+        ),
+    ];
     if let Some(list) = spec.stages.test.as_deref().filter(|l| !l.is_empty()) {
         out.push(stage(StageKind::Test, commands(list, timeout)));
     }
     if env.requires_approval() {
         out.push(stage(StageKind::Approval, Vec::new()));
     }
-    out.push(stage(StageKind::Apply, vec![builtin(APPLY, "terraform apply", timeout)]));
+    out.push(stage(
+        StageKind::Apply,
+        vec![builtin(APPLY, "terraform apply", timeout)],
+    ));
     if let Some(list) = spec.stages.verify.as_deref().filter(|l| !l.is_empty()) {
         out.push(stage(StageKind::Verify, commands(list, timeout)));
     }
@@ -72,7 +90,9 @@ mod tests {
 
     fn kinds(yaml: &str) -> Vec<String> {
         let lowered = ferry_spec::lower("ferry.yaml", yaml);
-        let spec = lowered.spec.unwrap_or_else(|| panic!("{:?}", lowered.diagnostics));
+        let spec = lowered
+            .spec
+            .unwrap_or_else(|| panic!("{:?}", lowered.diagnostics));
         plan_stages(&spec)
             .iter()
             .map(|s| {
@@ -87,7 +107,11 @@ mod tests {
         let got = kinds("version: 1\nname: hello\nterraform: { dir: . }\n");
         assert_eq!(
             got,
-            ["default/validate[terraform init,terraform validate]", "default/plan[terraform plan]", "default/apply[terraform apply]"]
+            [
+                "default/validate[terraform init,terraform validate]",
+                "default/plan[terraform plan]",
+                "default/apply[terraform apply]"
+            ]
         );
     }
 

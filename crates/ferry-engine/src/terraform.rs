@@ -21,23 +21,34 @@ pub enum BinaryError {
     #[error("could not read the version of `{binary}`: {message}")]
     Version { binary: String, message: String },
     #[error("`{binary}` is version {version}, but the pipeline requires `{constraint}`")]
-    Unsupported { binary: String, version: semver::Version, constraint: String },
+    Unsupported {
+        binary: String,
+        version: semver::Version,
+        constraint: String,
+    },
 }
 
 /// Looks `name` up on `path_var` (a PATH value); names with a `/` are taken as paths.
 pub fn find_binary(name: &str, path_var: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
     if name.contains('/') {
         let p = PathBuf::from(name);
         return is_exec(&p).then_some(p);
     }
-    std::env::split_paths(path_var).map(|dir| dir.join(name)).find(|p| is_exec(p))
+    std::env::split_paths(path_var)
+        .map(|dir| dir.join(name))
+        .find(|p| is_exec(p))
 }
 
 /// Finds the pipeline's binary and checks its version, before a run starts.
 pub async fn check_binary(spec: &TerraformSpec, path_var: &str) -> Result<Binary, BinaryError> {
-    let path = find_binary(&spec.binary, path_var).ok_or_else(|| BinaryError::NotFound(spec.binary.clone()))?;
+    let path = find_binary(&spec.binary, path_var)
+        .ok_or_else(|| BinaryError::NotFound(spec.binary.clone()))?;
     let out = tokio::process::Command::new(&path)
         .args(["version", "-json"])
         .env("CHECKPOINT_DISABLE", "1")
@@ -47,17 +58,33 @@ pub async fn check_binary(spec: &TerraformSpec, path_var: &str) -> Result<Binary
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| BinaryError::Version { binary: spec.binary.clone(), message: e.to_string() })?;
-    let version_err = |message: String| BinaryError::Version { binary: spec.binary.clone(), message };
+        .map_err(|e| BinaryError::Version {
+            binary: spec.binary.clone(),
+            message: e.to_string(),
+        })?;
+    let version_err = |message: String| BinaryError::Version {
+        binary: spec.binary.clone(),
+        message,
+    };
     if !out.status.success() {
-        return Err(version_err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        return Err(version_err(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
     }
-    let json: Value = serde_json::from_slice(&out.stdout).map_err(|e| version_err(format!("unexpected output: {e}")))?;
-    let text = json["terraform_version"].as_str().ok_or_else(|| version_err("no terraform_version in output".into()))?;
-    let version = semver::Version::parse(text).map_err(|e| version_err(format!("`{text}`: {e}")))?;
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| version_err(format!("unexpected output: {e}")))?;
+    let text = json["terraform_version"]
+        .as_str()
+        .ok_or_else(|| version_err("no terraform_version in output".into()))?;
+    let version =
+        semver::Version::parse(text).map_err(|e| version_err(format!("`{text}`: {e}")))?;
     if let Some(constraint) = &spec.version {
         if !constraint.matches(&version) {
-            return Err(BinaryError::Unsupported { binary: spec.binary.clone(), version, constraint: constraint.text.clone() });
+            return Err(BinaryError::Unsupported {
+                binary: spec.binary.clone(),
+                version,
+                constraint: constraint.text.clone(),
+            });
         }
     }
     Ok(Binary { path, version })
@@ -70,7 +97,10 @@ pub const OVERRIDE_FILE: &str = "zz_ferry_backend_override.tf";
 
 pub fn backend_override(state_path: &Path) -> String {
     // A JSON string is a valid HCL string once template sequences are escaped.
-    let path = serde_json::to_string(&state_path.to_string_lossy()).unwrap_or_default().replace("${", "$${").replace("%{", "%%{");
+    let path = serde_json::to_string(&state_path.to_string_lossy())
+        .unwrap_or_default()
+        .replace("${", "$${")
+        .replace("%{", "%%{");
     format!("# Written by Ferry for this run; not part of your repository.\nterraform {{\n  backend \"local\" {{\n    path = {path}\n  }}\n}}\n")
 }
 
@@ -100,7 +130,12 @@ impl PlanSummary {
     pub fn from_plan_json(plan: &Value) -> PlanSummary {
         let mut summary = PlanSummary::default();
         for rc in plan["resource_changes"].as_array().into_iter().flatten() {
-            let actions: Vec<&str> = rc["change"]["actions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let actions: Vec<&str> = rc["change"]["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             let action = match actions.as_slice() {
                 ["create"] => {
                     summary.add += 1;
@@ -123,11 +158,20 @@ impl PlanSummary {
                 _ => continue,
             };
             let address = rc["address"].as_str().unwrap_or("").to_owned();
-            summary.resources.push(ResourceChange { address, action: action.to_owned() });
+            summary.resources.push(ResourceChange {
+                address,
+                action: action.to_owned(),
+            });
         }
         summary.outputs_changed = plan["output_changes"]
             .as_object()
-            .map(|outputs| outputs.values().any(|o| o["actions"].as_array().is_some_and(|a| a.iter().any(|x| x != "no-op"))))
+            .map(|outputs| {
+                outputs.values().any(|o| {
+                    o["actions"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x != "no-op"))
+                })
+            })
             .unwrap_or(false);
         summary
     }
@@ -174,7 +218,10 @@ mod tests {
     #[test]
     fn override_quotes_the_path() {
         let text = backend_override(Path::new("/data/state/a \"b\"/terraform.tfstate"));
-        assert!(text.contains(r#"path = "/data/state/a \"b\"/terraform.tfstate""#), "{text}");
+        assert!(
+            text.contains(r#"path = "/data/state/a \"b\"/terraform.tfstate""#),
+            "{text}"
+        );
     }
 
     #[test]

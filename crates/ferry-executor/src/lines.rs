@@ -23,7 +23,10 @@ pub(crate) struct LineSplitter {
 
 impl LineSplitter {
     pub(crate) fn new() -> LineSplitter {
-        LineSplitter { pending: Vec::with_capacity(MAX_LINE), cont: false }
+        LineSplitter {
+            pending: Vec::with_capacity(MAX_LINE),
+            cont: false,
+        }
     }
 
     /// Feeds bytes; calls `emit(segment, is_continuation)` for every complete
@@ -115,7 +118,8 @@ mod tests {
     fn split(chunks: &[&[u8]]) -> Vec<(String, bool)> {
         let mut s = LineSplitter::new();
         let mut out = Vec::new();
-        let mut emit = |seg: &[u8], c: bool| out.push((String::from_utf8_lossy(seg).into_owned(), c));
+        let mut emit =
+            |seg: &[u8], c: bool| out.push((String::from_utf8_lossy(seg).into_owned(), c));
         for chunk in chunks {
             s.feed(chunk, &mut emit);
         }
@@ -135,7 +139,10 @@ mod tests {
         let line = vec![b'x'; MAX_LINE * 2 + 10];
         let got = split(&[&line[..100], &line[100..], b"\nnext\n"]);
         let lens: Vec<(usize, bool)> = got.iter().map(|(s, c)| (s.len(), *c)).collect();
-        assert_eq!(lens, [(MAX_LINE, false), (MAX_LINE, true), (10, true), (4, false)]);
+        assert_eq!(
+            lens,
+            [(MAX_LINE, false), (MAX_LINE, true), (10, true), (4, false)]
+        );
     }
 
     #[test]

@@ -159,7 +159,11 @@ impl RunLog {
 
     /// A writer scoped to one action, with its own line counter from 1.
     pub fn action(&mut self, action_id: i64) -> ActionLog<'_> {
-        ActionLog { log: self, action: action_id, n: 0 }
+        ActionLog {
+            log: self,
+            action: action_id,
+            n: 0,
+        }
     }
 
     /// The committed byte length of the file; changes after each flush. Pass
@@ -191,7 +195,8 @@ impl RunLog {
             self.ts_text.clear();
             // Always three fraction digits, so timestamps sort as text too.
             let ms = DateTime::<Utc>::from_timestamp_millis(millis).unwrap_or(now);
-            self.ts_text.push_str(&ms.to_rfc3339_opts(SecondsFormat::Millis, true));
+            self.ts_text
+                .push_str(&ms.to_rfc3339_opts(SecondsFormat::Millis, true));
         }
         let record = RecordRef {
             seq: self.next_seq,
@@ -290,7 +295,10 @@ fn open_blocking(path: &Path) -> io::Result<(std::fs::File, u64, u64)> {
         let line: LogLine = serde_json::from_slice(&record).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("corrupt log record at byte {start} of {}: {e}", path.display()),
+                format!(
+                    "corrupt log record at byte {start} of {}: {e}",
+                    path.display()
+                ),
             )
         })?;
         line.seq
@@ -392,7 +400,10 @@ fn read_log_blocking(
     max_lines: usize,
     action: Option<i64>,
 ) -> io::Result<LogChunk> {
-    let mut chunk = LogChunk { lines: Vec::new(), next_offset: offset };
+    let mut chunk = LogChunk {
+        lines: Vec::new(),
+        next_offset: offset,
+    };
     if max_lines == 0 {
         return Ok(chunk);
     }

@@ -72,7 +72,13 @@ impl ActionSpec {
         env: Vec<(String, String)>,
         timeout: Duration,
     ) -> ActionSpec {
-        ActionSpec { command, cwd: cwd.into(), env, timeout, kill_grace: DEFAULT_KILL_GRACE }
+        ActionSpec {
+            command,
+            cwd: cwd.into(),
+            env,
+            timeout,
+            kill_grace: DEFAULT_KILL_GRACE,
+        }
     }
 }
 
@@ -177,12 +183,20 @@ pub fn spawn(spec: &ActionSpec) -> io::Result<Running> {
         let (program, cwd) = (program.display(), spec.cwd.display());
         io::Error::new(e.kind(), format!("cannot start {program} in {cwd}: {e}"))
     })?;
-    let pid = child.id().ok_or_else(|| io::Error::other("spawned child has no pid"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
     // The child cannot have been reaped yet, so its /proc entry exists.
     let start_time = process_start_time(pid)
         .ok_or_else(|| io::Error::other(format!("cannot read start time of pid {pid}")))?;
-    let stdout = child.stdout.take().ok_or_else(|| io::Error::other("stdout not piped"))?;
-    let stderr = child.stderr.take().ok_or_else(|| io::Error::other("stderr not piped"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("stdout not piped"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| io::Error::other("stderr not piped"))?;
     Ok(Running {
         child,
         pid,
@@ -361,12 +375,27 @@ impl Running {
         log: &mut ActionLog<'_>,
         cancel: CancellationToken,
     ) -> io::Result<Outcome> {
-        let Running { mut child, pid, start_time: _, timeout, kill_grace, stdout, stderr, filters } =
-            self;
+        let Running {
+            mut child,
+            pid,
+            start_time: _,
+            timeout,
+            kill_grace,
+            stdout,
+            stderr,
+            filters,
+        } = self;
         let (out_filter, err_filter) =
             filters.unwrap_or_else(|| (Box::new(Identity), Box::new(Identity)));
-        let pipes = (Pipe::new(stdout, Stream::Out, out_filter), Pipe::new(stderr, Stream::Err, err_filter));
-        let limits = Limits { pid, timeout, kill_grace };
+        let pipes = (
+            Pipe::new(stdout, Stream::Out, out_filter),
+            Pipe::new(stderr, Stream::Err, err_filter),
+        );
+        let limits = Limits {
+            pid,
+            timeout,
+            kill_grace,
+        };
         let result = supervise(&mut child, limits, pipes, log, &cancel).await;
         if result.is_err() {
             signal_group(pid, Signal::SIGKILL);
@@ -390,7 +419,11 @@ async fn supervise(
     log: &mut ActionLog<'_>,
     cancel: &CancellationToken,
 ) -> io::Result<Outcome> {
-    let Limits { pid, timeout, kill_grace } = limits;
+    let Limits {
+        pid,
+        timeout,
+        kill_grace,
+    } = limits;
     let timeout_at = Instant::now().checked_add(timeout);
     let mut status: Option<ExitStatus> = None;
     let mut reason: Option<Reason> = None;
@@ -516,7 +549,9 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// Sends `signal` to process group `pgid`; returns whether the group existed.
 /// A group that no longer exists is fine.
 fn signal_group(pgid: u32, signal: Signal) -> bool {
-    let Ok(raw) = i32::try_from(pgid) else { return false };
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
     if raw <= 1 {
         // Never signal "every process" or init's group by accident.
         return false;
@@ -587,7 +622,9 @@ fn parse_stat(text: &str) -> Option<Stat> {
 
 /// Whether any process other than a zombie is in process group `pgid`.
 fn group_alive(pgid: u32) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(read_stat)
@@ -647,7 +684,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        let cases = [(30_000, "30s"), (90_000, "1m30s"), (3_600_000, "1h"), (250, "250ms"), (1_500, "1.500s"), (0, "0ms")];
+        let cases = [
+            (30_000, "30s"),
+            (90_000, "1m30s"),
+            (3_600_000, "1h"),
+            (250, "250ms"),
+            (1_500, "1.500s"),
+            (0, "0ms"),
+        ];
         for (ms, want) in cases {
             assert_eq!(fmt_duration(Duration::from_millis(ms)), want);
         }
@@ -656,7 +700,10 @@ mod tests {
     #[test]
     fn describe() {
         assert_eq!(Outcome::Exited(2).describe(), "exit code 2");
-        assert_eq!(Outcome::Signaled(9).describe(), "killed by signal 9 (SIGKILL)");
+        assert_eq!(
+            Outcome::Signaled(9).describe(),
+            "killed by signal 9 (SIGKILL)"
+        );
         assert!(Outcome::Exited(0).success());
         assert!(!Outcome::Exited(1).success() && !Outcome::TimedOut.success());
     }

@@ -30,7 +30,10 @@ async fn a_100_mb_line_is_stored_in_bounded_memory() {
     let mut log = ferry_executor::RunLog::open(&log_path).await.unwrap();
     let started = std::time::Instant::now();
     let running = ferry_executor::spawn(&spec).unwrap();
-    let outcome = running.wait(&mut log.action(1), CancellationToken::new()).await.unwrap();
+    let outcome = running
+        .wait(&mut log.action(1), CancellationToken::new())
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     let grew_kib = vm_hwm_kib().saturating_sub(before);
     assert_eq!(outcome, Outcome::Exited(0));

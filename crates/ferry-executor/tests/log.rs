@@ -10,7 +10,9 @@ use ferry_executor::{read_log, LogChunk, LogLine, RunLog, Stream};
 async fn write_sample(log: &mut RunLog) {
     let mut a = log.action(1);
     a.line(Stream::Sys, "$ terraform plan").await.unwrap();
-    a.line(Stream::Out, "line \"two\" \\ \u{1} é").await.unwrap();
+    a.line(Stream::Out, "line \"two\" \\ \u{1} é")
+        .await
+        .unwrap();
     a.line(Stream::Err, "three").await.unwrap();
     a.flush().await.unwrap();
     let mut b = log.action(2);
@@ -20,7 +22,10 @@ async fn write_sample(log: &mut RunLog) {
 }
 
 fn summary(lines: &[LogLine]) -> Vec<(u64, i64, u64, Stream, &str)> {
-    lines.iter().map(|l| (l.seq, l.action, l.n, l.stream, l.text.as_str())).collect()
+    lines
+        .iter()
+        .map(|l| (l.seq, l.action, l.n, l.stream, l.text.as_str()))
+        .collect()
 }
 
 #[tokio::test]
@@ -45,7 +50,10 @@ async fn lines_round_trip() {
         ]
     );
     let raw = std::fs::read_to_string(&path).unwrap();
-    assert!(raw.starts_with(r#"{"seq":1,"action":1,"n":1,"ts":""#), "{raw}");
+    assert!(
+        raw.starts_with(r#"{"seq":1,"action":1,"n":1,"ts":""#),
+        "{raw}"
+    );
     assert!(!raw.contains("\"c\""), "c is omitted when false");
     assert_eq!(raw.lines().count(), 5);
 }
@@ -62,7 +70,10 @@ fn continuation_flag_serializes_only_when_set() {
         c: true,
     };
     let json = serde_json::to_string(&line).unwrap();
-    assert_eq!(json, r#"{"seq":1,"action":1,"n":1,"ts":"2023-11-14T22:13:20.123Z","stream":"out","text":"x","c":true}"#);
+    assert_eq!(
+        json,
+        r#"{"seq":1,"action":1,"n":1,"ts":"2023-11-14T22:13:20.123Z","stream":"out","text":"x","c":true}"#
+    );
     assert_eq!(serde_json::from_str::<LogLine>(&json).unwrap(), line);
     line.c = false;
     let json = serde_json::to_string(&line).unwrap();
@@ -94,26 +105,52 @@ async fn pages_resume_at_next_offset() {
     // Filtered by action: offsets still advance over other actions' records.
     let only2 = read_log(&path, 0, 1, Some(2)).await.unwrap();
     assert_eq!(summary(&only2.lines), [(4, 2, 1, Stream::Out, "b1")]);
-    let rest = read_log(&path, only2.next_offset, 10, Some(2)).await.unwrap();
+    let rest = read_log(&path, only2.next_offset, 10, Some(2))
+        .await
+        .unwrap();
     assert_eq!(summary(&rest.lines), [(5, 2, 2, Stream::Out, "b2")]);
     assert_eq!(rest.next_offset, log.len());
     let none = read_log(&path, 0, 10, Some(99)).await.unwrap();
-    assert_eq!(none, LogChunk { lines: vec![], next_offset: log.len() });
+    assert_eq!(
+        none,
+        LogChunk {
+            lines: vec![],
+            next_offset: log.len()
+        }
+    );
 }
 
 #[tokio::test]
 async fn missing_file_and_offset_past_end_read_as_empty() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.log");
-    assert_eq!(read_log(&missing, 0, 10, None).await.unwrap(), LogChunk { lines: vec![], next_offset: 0 });
+    assert_eq!(
+        read_log(&missing, 0, 10, None).await.unwrap(),
+        LogChunk {
+            lines: vec![],
+            next_offset: 0
+        }
+    );
 
     let path = dir.path().join("run.log");
     let mut log = RunLog::open(&path).await.unwrap();
     write_sample(&mut log).await;
     let past = log.len() + 1000;
-    assert_eq!(read_log(&path, past, 10, None).await.unwrap(), LogChunk { lines: vec![], next_offset: past });
+    assert_eq!(
+        read_log(&path, past, 10, None).await.unwrap(),
+        LogChunk {
+            lines: vec![],
+            next_offset: past
+        }
+    );
     let at_end = log.len();
-    assert_eq!(read_log(&path, at_end, 10, None).await.unwrap(), LogChunk { lines: vec![], next_offset: at_end });
+    assert_eq!(
+        read_log(&path, at_end, 10, None).await.unwrap(),
+        LogChunk {
+            lines: vec![],
+            next_offset: at_end
+        }
+    );
 }
 
 #[tokio::test]
@@ -126,15 +163,25 @@ async fn torn_record_is_hidden_then_truncated_on_reopen() {
     drop(log);
 
     // A crash in the middle of a write.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    f.write_all(br#"{"seq":6,"action":2,"n":3,"ts":"2025-01"#).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(br#"{"seq":6,"action":2,"n":3,"ts":"2025-01"#)
+        .unwrap();
     drop(f);
 
     let chunk = read_log(&path, 0, 100, None).await.unwrap();
     assert_eq!(chunk.lines.len(), 5);
     assert_eq!(chunk.next_offset, good_len);
     let tail = read_log(&path, good_len, 100, None).await.unwrap();
-    assert_eq!(tail, LogChunk { lines: vec![], next_offset: good_len });
+    assert_eq!(
+        tail,
+        LogChunk {
+            lines: vec![],
+            next_offset: good_len
+        }
+    );
 
     let mut log = RunLog::open(&path).await.unwrap();
     assert_eq!(log.len(), good_len);
@@ -145,7 +192,10 @@ async fn torn_record_is_hidden_then_truncated_on_reopen() {
 
     let lines = common::read_all(&path).await;
     assert_eq!(lines.len(), 6);
-    assert_eq!(summary(&lines[5..]), [(6, 2, 1, Stream::Out, "after restart")]);
+    assert_eq!(
+        summary(&lines[5..]),
+        [(6, 2, 1, Stream::Out, "after restart")]
+    );
 }
 
 #[tokio::test]
@@ -157,7 +207,11 @@ async fn reopen_continues_seq() {
     drop(log);
     let mut log = RunLog::open(&path).await.unwrap();
     write_sample(&mut log).await;
-    let seqs: Vec<u64> = common::read_all(&path).await.iter().map(|l| l.seq).collect();
+    let seqs: Vec<u64> = common::read_all(&path)
+        .await
+        .iter()
+        .map(|l| l.seq)
+        .collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
 }
 

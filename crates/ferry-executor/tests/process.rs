@@ -11,7 +11,7 @@ use chrono::Utc;
 use common::{alive, group_members, printed_pids, run, shell, PATH};
 use ferry_executor::{
     kill_recorded_group, process_start_time, read_log, spawn, ActionSpec, Command, Identity,
-    OutputFilter, Outcome, RunLog, Stream,
+    Outcome, OutputFilter, RunLog, Stream,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,12 @@ async fn exit_codes() {
         ("kill -9 $$", Outcome::Signaled(9)),
     ];
     for (script, want) in cases {
-        let ran = run(dir.path(), &shell(script, dir.path(), MINUTE), CancellationToken::new()).await;
+        let ran = run(
+            dir.path(),
+            &shell(script, dir.path(), MINUTE),
+            CancellationToken::new(),
+        )
+        .await;
         assert_eq!(ran.outcome, want, "{script}");
         assert_eq!(ran.outcome.success(), want == Outcome::Exited(0));
     }
@@ -39,7 +44,10 @@ async fn env_is_exactly_what_was_given() {
     let spec = ActionSpec::new(
         Command::Argv(vec!["env".to_owned()]),
         dir.path(),
-        vec![("PATH".to_owned(), PATH.to_owned()), ("FOO".to_owned(), "bar baz".to_owned())],
+        vec![
+            ("PATH".to_owned(), PATH.to_owned()),
+            ("FOO".to_owned(), "bar baz".to_owned()),
+        ],
         MINUTE,
     );
     let ran = run(dir.path(), &spec, CancellationToken::new()).await;
@@ -60,16 +68,31 @@ async fn argv_program_is_found_in_the_actions_path_only() {
 
     let argv = Command::Argv(vec!["ferry-test-tool".to_owned(), "hi".to_owned()]);
     let with_bin = format!("{}:{PATH}", bin.display());
-    let spec = ActionSpec::new(argv.clone(), dir.path(), vec![("PATH".to_owned(), with_bin)], MINUTE);
+    let spec = ActionSpec::new(
+        argv.clone(),
+        dir.path(),
+        vec![("PATH".to_owned(), with_bin)],
+        MINUTE,
+    );
     let ran = run(dir.path(), &spec, CancellationToken::new()).await;
     assert_eq!(ran.texts(Stream::Out), ["tool says hi"]);
 
-    let spec = ActionSpec::new(argv.clone(), dir.path(), vec![("PATH".to_owned(), PATH.to_owned())], MINUTE);
+    let spec = ActionSpec::new(
+        argv.clone(),
+        dir.path(),
+        vec![("PATH".to_owned(), PATH.to_owned())],
+        MINUTE,
+    );
     let err = spawn(&spec).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
 
     // No PATH in the action's environment: the server's PATH is not used.
-    let spec = ActionSpec::new(Command::Argv(vec!["env".to_owned()]), dir.path(), vec![], MINUTE);
+    let spec = ActionSpec::new(
+        Command::Argv(vec!["env".to_owned()]),
+        dir.path(),
+        vec![],
+        MINUTE,
+    );
     let err = spawn(&spec).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
 }
@@ -79,8 +102,16 @@ async fn runs_in_cwd() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work dir");
     std::fs::create_dir(&work).unwrap();
-    let ran = run(dir.path(), &shell("pwd", &work, MINUTE), CancellationToken::new()).await;
-    assert_eq!(ran.texts(Stream::Out), [work.canonicalize().unwrap().display().to_string()]);
+    let ran = run(
+        dir.path(),
+        &shell("pwd", &work, MINUTE),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        ran.texts(Stream::Out),
+        [work.canonicalize().unwrap().display().to_string()]
+    );
 }
 
 #[tokio::test]
@@ -88,10 +119,18 @@ async fn stdout_and_stderr_interleave_in_arrival_order() {
     let dir = tempfile::tempdir().unwrap();
     let script = "echo o1; sleep 0.1; echo e1 >&2; sleep 0.1; echo o2; sleep 0.1; echo e2 >&2";
     let before = Utc::now() - chrono::Duration::milliseconds(1);
-    let ran = run(dir.path(), &shell(script, dir.path(), MINUTE), CancellationToken::new()).await;
+    let ran = run(
+        dir.path(),
+        &shell(script, dir.path(), MINUTE),
+        CancellationToken::new(),
+    )
+    .await;
     let after = Utc::now();
-    let got: Vec<(Stream, &str, u64, u64)> =
-        ran.lines.iter().map(|l| (l.stream, l.text.as_str(), l.n, l.seq)).collect();
+    let got: Vec<(Stream, &str, u64, u64)> = ran
+        .lines
+        .iter()
+        .map(|l| (l.stream, l.text.as_str(), l.n, l.seq))
+        .collect();
     assert_eq!(
         got,
         [
@@ -103,11 +142,18 @@ async fn stdout_and_stderr_interleave_in_arrival_order() {
     );
     for pair in ran.lines.windows(2) {
         // The sleeps separate the lines by ~100 ms.
-        assert!(pair[1].ts - pair[0].ts >= chrono::Duration::milliseconds(50), "{pair:?}");
+        assert!(
+            pair[1].ts - pair[0].ts >= chrono::Duration::milliseconds(50),
+            "{pair:?}"
+        );
     }
     for line in &ran.lines {
         assert!(line.ts >= before && line.ts <= after, "{line:?}");
-        assert_eq!(line.ts.timestamp_subsec_nanos() % 1_000_000, 0, "ms precision");
+        assert_eq!(
+            line.ts.timestamp_subsec_nanos() % 1_000_000,
+            0,
+            "ms precision"
+        );
         assert_eq!(line.action, 1);
         assert!(!line.c);
     }
@@ -117,19 +163,32 @@ async fn stdout_and_stderr_interleave_in_arrival_order() {
 async fn partial_last_line_and_invalid_utf8() {
     let dir = tempfile::tempdir().unwrap();
     let script = r"printf 'a\n\nb\377c'";
-    let ran = run(dir.path(), &shell(script, dir.path(), MINUTE), CancellationToken::new()).await;
+    let ran = run(
+        dir.path(),
+        &shell(script, dir.path(), MINUTE),
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(ran.texts(Stream::Out), ["a", "", "b\u{FFFD}c"]);
 }
 
 #[tokio::test]
 async fn many_lines_are_numbered_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = run(dir.path(), &shell("seq 1 100000", dir.path(), MINUTE), CancellationToken::new()).await;
+    let ran = run(
+        dir.path(),
+        &shell("seq 1 100000", dir.path(), MINUTE),
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(ran.outcome, Outcome::Exited(0));
     assert_eq!(ran.lines.len(), 100_000);
     for (i, line) in ran.lines.iter().enumerate() {
         let i = i as u64 + 1;
-        assert_eq!((line.seq, line.n, line.text.as_str()), (i, i, i.to_string().as_str()));
+        assert_eq!(
+            (line.seq, line.n, line.text.as_str()),
+            (i, i, i.to_string().as_str())
+        );
     }
 }
 
@@ -161,7 +220,11 @@ async fn term_ignoring_group_is_killed_after_the_grace() {
     spec.kill_grace = Duration::from_millis(800);
     let ran = run(dir.path(), &spec, CancellationToken::new()).await;
     assert_eq!(ran.outcome, Outcome::TimedOut);
-    assert!(ran.elapsed >= Duration::from_millis(1000), "{:?}", ran.elapsed);
+    assert!(
+        ran.elapsed >= Duration::from_millis(1000),
+        "{:?}",
+        ran.elapsed
+    );
     assert!(ran.elapsed < Duration::from_secs(5), "{:?}", ran.elapsed);
     assert_eq!(group_members(ran.pid), Vec::<u32>::new());
     let grandchild = printed_pids(&ran);
@@ -185,18 +248,31 @@ async fn cancel_token_stops_the_action() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         trigger.cancel();
     });
-    let ran = run(dir.path(), &shell("echo started; sleep 1000", dir.path(), MINUTE), cancel).await;
+    let ran = run(
+        dir.path(),
+        &shell("echo started; sleep 1000", dir.path(), MINUTE),
+        cancel,
+    )
+    .await;
     assert_eq!(ran.outcome, Outcome::Cancelled);
     assert!(ran.elapsed < Duration::from_secs(5), "{:?}", ran.elapsed);
     assert_eq!(group_members(ran.pid), Vec::<u32>::new());
     assert_eq!(ran.texts(Stream::Out), ["started"]);
-    assert_eq!(ran.texts(Stream::Sys), ["cancelled; sending SIGTERM to the process group"]);
+    assert_eq!(
+        ran.texts(Stream::Sys),
+        ["cancelled; sending SIGTERM to the process group"]
+    );
 }
 
 #[tokio::test]
 async fn background_child_holding_the_pipe_does_not_hang_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = run(dir.path(), &shell("sleep 1000 & echo $!", dir.path(), MINUTE), CancellationToken::new()).await;
+    let ran = run(
+        dir.path(),
+        &shell("sleep 1000 & echo $!", dir.path(), MINUTE),
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(ran.outcome, Outcome::Exited(0));
     assert!(ran.elapsed < Duration::from_secs(5), "{:?}", ran.elapsed);
     assert_eq!(group_members(ran.pid), Vec::<u32>::new());
@@ -210,10 +286,19 @@ async fn background_child_holding_the_pipe_does_not_hang_wait() {
 async fn leftover_background_process_is_killed_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let script = "sleep 1000 >/dev/null 2>&1 & echo $!";
-    let ran = run(dir.path(), &shell(script, dir.path(), MINUTE), CancellationToken::new()).await;
+    let ran = run(
+        dir.path(),
+        &shell(script, dir.path(), MINUTE),
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(ran.outcome, Outcome::Exited(0));
     // The pipes closed at once, so there was no drain wait.
-    assert!(ran.elapsed < Duration::from_millis(1500), "{:?}", ran.elapsed);
+    assert!(
+        ran.elapsed < Duration::from_millis(1500),
+        "{:?}",
+        ran.elapsed
+    );
     assert_eq!(group_members(ran.pid), Vec::<u32>::new());
     let background = printed_pids(&ran);
     assert_eq!(background.len(), 1);
@@ -240,7 +325,8 @@ async fn follower_sees_a_line_while_the_action_runs() {
             }
         }
     };
-    let (outcome, seen_after) = tokio::join!(running.wait(&mut action, CancellationToken::new()), follow);
+    let (outcome, seen_after) =
+        tokio::join!(running.wait(&mut action, CancellationToken::new()), follow);
     assert_eq!(outcome.unwrap(), Outcome::Exited(0));
     // Flushed by the 50 ms timer, long before the action ends.
     assert!(seen_after < Duration::from_millis(1000), "{seen_after:?}");
@@ -252,7 +338,8 @@ struct HoldAndMask(Vec<u8>);
 
 impl OutputFilter for HoldAndMask {
     fn filter(&mut self, input: &[u8], _out: &mut Vec<u8>) {
-        self.0.extend(input.iter().map(|&b| if b == b's' { b'*' } else { b }));
+        self.0
+            .extend(input.iter().map(|&b| if b == b's' { b'*' } else { b }));
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
@@ -270,12 +357,24 @@ async fn output_filters_apply_per_stream() {
     // the stored lines is fixed: the held-back stdout comes out at its end.
     let script = "echo secret >&2; sleep 0.3; echo secret; printf 'no newline s'";
     let spec = shell(script, dir.path(), MINUTE);
-    let running = spawn(&spec).unwrap().with_filters(Box::new(HoldAndMask(Vec::new())), Box::new(Identity));
-    let outcome = running.wait(&mut action, CancellationToken::new()).await.unwrap();
+    let running = spawn(&spec)
+        .unwrap()
+        .with_filters(Box::new(HoldAndMask(Vec::new())), Box::new(Identity));
+    let outcome = running
+        .wait(&mut action, CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(outcome, Outcome::Exited(0));
     let lines = common::read_all(&path).await;
     let got: Vec<(Stream, &str)> = lines.iter().map(|l| (l.stream, l.text.as_str())).collect();
-    assert_eq!(got, [(Stream::Err, "secret"), (Stream::Out, "*ecret"), (Stream::Out, "no newline *")]);
+    assert_eq!(
+        got,
+        [
+            (Stream::Err, "secret"),
+            (Stream::Out, "*ecret"),
+            (Stream::Out, "no newline *")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -296,7 +395,10 @@ async fn kill_recorded_group_checks_start_time() {
 
     // Reap the leader; now there is nothing left to kill.
     let mut log = RunLog::open(&dir.path().join("run.log")).await.unwrap();
-    let outcome = running.wait(&mut log.action(1), CancellationToken::new()).await.unwrap();
+    let outcome = running
+        .wait(&mut log.action(1), CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(outcome, Outcome::Signaled(15));
     assert_eq!(process_start_time(pid), None);
     assert!(!kill_recorded_group(pid, start_time, Duration::from_secs(1)).await);
@@ -305,7 +407,12 @@ async fn kill_recorded_group_checks_start_time() {
 #[tokio::test]
 async fn kill_recorded_group_escalates_to_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let running = spawn(&shell(r#"trap "" TERM; sleep 1000 & sleep 1000"#, dir.path(), MINUTE)).unwrap();
+    let running = spawn(&shell(
+        r#"trap "" TERM; sleep 1000 & sleep 1000"#,
+        dir.path(),
+        MINUTE,
+    ))
+    .unwrap();
     let (pid, start_time) = (running.pid(), running.start_time());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
@@ -313,6 +420,9 @@ async fn kill_recorded_group_escalates_to_sigkill() {
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert_eq!(group_members(pid), Vec::<u32>::new());
     let mut log = RunLog::open(&dir.path().join("run.log")).await.unwrap();
-    let outcome = running.wait(&mut log.action(1), CancellationToken::new()).await.unwrap();
+    let outcome = running
+        .wait(&mut log.action(1), CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(outcome, Outcome::Signaled(9));
 }

@@ -36,7 +36,13 @@ async fn capture_rate_of_ordinary_lines() {
     );
     let file = std::fs::read(&path).unwrap();
     assert_eq!(file.iter().filter(|&&b| b == b'\n').count(), LINES);
-    let last = file[..file.len() - 1].rsplit(|&b| b == b'\n').next().unwrap();
+    let last = file[..file.len() - 1]
+        .rsplit(|&b| b == b'\n')
+        .next()
+        .unwrap();
     let last: ferry_executor::LogLine = serde_json::from_slice(last).unwrap();
-    assert_eq!((last.seq, last.n, last.text.as_str()), (LINES as u64, LINES as u64, text.as_str()));
+    assert_eq!(
+        (last.seq, last.n, last.text.as_str()),
+        (LINES as u64, LINES as u64, text.as_str())
+    );
 }

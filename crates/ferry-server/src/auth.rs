@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use ferry_core::Actor;
 
 use crate::error::ApiError;
@@ -22,7 +22,10 @@ pub(crate) struct Identity {
 
 impl Identity {
     pub(crate) fn actor(&self) -> Actor {
-        Actor { name: self.name.clone(), source: self.source.clone() }
+        Actor {
+            name: self.name.clone(),
+            source: self.source.clone(),
+        }
     }
 
     pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
@@ -46,7 +49,11 @@ impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::unauthorized)?;
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::unauthorized)?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
@@ -57,9 +64,16 @@ impl FromRequestParts<AppState> for Identity {
         }
         let hash = ferry_secrets::hash_token(token);
         let store = state.engine.store();
-        let found = store.token_by_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?;
+        let found = store
+            .token_by_hash(&hash)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
         store.touch_token(found.id).await?;
-        Ok(Identity { name: found.name, admin: found.admin, source: peer(parts) })
+        Ok(Identity {
+            name: found.name,
+            admin: found.admin,
+            source: peer(parts),
+        })
     }
 }
 
@@ -78,9 +92,13 @@ pub(crate) async fn audit_failure<T>(
         if error.code != "forbidden" {
             let entry = ferry_store::AuditEntry::new(action, target)
                 .outcome("failed")
-                .details(serde_json::json!({ "code": error.code, "status": error.status.as_u16() }));
+                .details(
+                    serde_json::json!({ "code": error.code, "status": error.status.as_u16() }),
+                );
             if let Err(audit_error) = state.engine.store().audit(&identity.actor(), entry).await {
-                return Err(ApiError::internal(format!("{audit_error} (while auditing a failed {action})")));
+                return Err(ApiError::internal(format!(
+                    "{audit_error} (while auditing a failed {action})"
+                )));
             }
         }
     }

@@ -4,7 +4,12 @@ use ferry_api as api;
 use ferry_store as store;
 
 pub(crate) fn project(p: store::Project) -> api::Project {
-    api::Project { name: p.name, repo: p.repo, created_at: p.created_at, created_by: p.created_by }
+    api::Project {
+        name: p.name,
+        repo: p.repo,
+        created_at: p.created_at,
+        created_by: p.created_by,
+    }
 }
 
 pub(crate) fn run(r: store::Run) -> api::Run {
@@ -59,7 +64,8 @@ pub(crate) fn run_detail(d: store::RunDetail) -> api::RunDetail {
         .plans
         .into_iter()
         .map(|p| {
-            let summary: ferry_engine::PlanSummary = serde_json::from_str(&p.summary).unwrap_or_default();
+            let summary: ferry_engine::PlanSummary =
+                serde_json::from_str(&p.summary).unwrap_or_default();
             api::PlanSummary {
                 environment: p.environment,
                 sha256: p.sha256,
@@ -70,7 +76,10 @@ pub(crate) fn run_detail(d: store::RunDetail) -> api::RunDetail {
                 resources: summary
                     .resources
                     .into_iter()
-                    .map(|r| api::ResourceChange { address: r.address, action: r.action })
+                    .map(|r| api::ResourceChange {
+                        address: r.address,
+                        action: r.action,
+                    })
                     .collect(),
                 created_at: p.created_at,
             }
@@ -87,7 +96,12 @@ pub(crate) fn run_detail(d: store::RunDetail) -> api::RunDetail {
             created_at: a.created_at,
         })
         .collect();
-    api::RunDetail { run: run(d.run), stages, plans, approvals }
+    api::RunDetail {
+        run: run(d.run),
+        stages,
+        plans,
+        approvals,
+    }
 }
 
 pub(crate) fn token(t: store::Token) -> api::Token {

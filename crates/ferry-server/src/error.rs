@@ -23,7 +23,12 @@ pub(crate) struct InternalError(pub(crate) String);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), details: Vec::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -39,11 +44,19 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid token is required (Authorization: Bearer <token>)")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid token is required (Authorization: Bearer <token>)",
+        )
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", cause.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            cause.to_string(),
+        )
     }
 
     pub fn with_details(mut self, details: Vec<String>) -> ApiError {
@@ -62,15 +75,23 @@ impl IntoResponse for ApiError {
                 request_id: None,
             };
             let mut response = (self.status, Json(body)).into_response();
-            response.extensions_mut().insert(InternalError(self.message));
+            response
+                .extensions_mut()
+                .insert(InternalError(self.message));
             return response;
         }
-        let body = ErrorBody { code: self.code.to_owned(), message: self.message, details: self.details, request_id: None };
+        let body = ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message,
+            details: self.details,
+            request_id: None,
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -81,8 +102,12 @@ impl From<ferry_store::Error> for ApiError {
         use ferry_store::Error as E;
         match e {
             E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-            E::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string()),
-            E::Conflict(_) | E::InvalidTransition(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::AlreadyExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
+            }
+            E::Conflict(_) | E::InvalidTransition(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
             E::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
             _ => ApiError::internal(e),
         }
@@ -96,20 +121,40 @@ impl From<ferry_engine::Error> for ApiError {
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         match e {
             E::Store(e) => e.into(),
-            E::Git(GitError::RefNotFound(_)) => ApiError::new(StatusCode::NOT_FOUND, "ref_not_found", e.to_string()),
-            E::Git(GitError::InvalidRef(_)) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_ref", e.to_string()),
+            E::Git(GitError::RefNotFound(_)) => {
+                ApiError::new(StatusCode::NOT_FOUND, "ref_not_found", e.to_string())
+            }
+            E::Git(GitError::InvalidRef(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_ref", e.to_string())
+            }
             E::Git(GitError::Failed { .. }) => ApiError::new(status, "git_error", e.to_string()),
             E::Git(GitError::Spawn(_)) => ApiError::internal(e),
             E::NoPipeline { .. } => ApiError::new(status, "no_pipeline", e.to_string()),
-            E::PipelineNotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "pipeline_not_found", e.to_string()),
-            E::AmbiguousPipeline { .. } => ApiError::new(status, "pipeline_required", e.to_string()),
-            E::InvalidPipeline { ref path, ref diagnostics } => {
-                ApiError::new(status, "invalid_pipeline", format!("{path} is not a valid pipeline")).with_details(diagnostics.clone())
+            E::PipelineNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "pipeline_not_found", e.to_string())
             }
+            E::AmbiguousPipeline { .. } => {
+                ApiError::new(status, "pipeline_required", e.to_string())
+            }
+            E::InvalidPipeline {
+                ref path,
+                ref diagnostics,
+            } => ApiError::new(
+                status,
+                "invalid_pipeline",
+                format!("{path} is not a valid pipeline"),
+            )
+            .with_details(diagnostics.clone()),
             E::MissingSecret { .. } => ApiError::new(status, "missing_secret", e.to_string()),
             E::Terraform(_) => ApiError::new(status, "terraform_unavailable", e.to_string()),
-            E::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
-            E::RunFinished { .. } => ApiError::new(StatusCode::CONFLICT, "run_finished", e.to_string()),
+            E::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+            E::RunFinished { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "run_finished", e.to_string())
+            }
             E::Io(_) => ApiError::internal(e),
         }
     }

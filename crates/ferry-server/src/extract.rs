@@ -23,7 +23,11 @@ where
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => {
                 let status = rejection.status();
-                let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE { "unsupported_media_type" } else { "invalid_body" };
+                let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    "unsupported_media_type"
+                } else {
+                    "invalid_body"
+                };
                 Err(ApiError::new(status, code, rejection.body_text()))
             }
         }

@@ -53,9 +53,15 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/whoami", get(api::system::whoami))
         .route("/queue", get(api::system::queue))
-        .route("/projects", post(api::projects::projects_create).get(api::projects::projects_list))
+        .route(
+            "/projects",
+            post(api::projects::projects_create).get(api::projects::projects_list),
+        )
         .route("/projects/{project}", get(api::projects::projects_get))
-        .route("/projects/{project}/pipelines", get(api::projects::pipelines_list))
+        .route(
+            "/projects/{project}/pipelines",
+            get(api::projects::pipelines_list),
+        )
         .route("/projects/{project}/runs", post(api::runs::runs_create))
         .route("/runs", get(api::runs::runs_list))
         .route("/runs/{id}", get(api::runs::runs_get))
@@ -63,7 +69,10 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/approvals", post(api::runs::approvals_create))
         .route("/runs/{id}/logs", get(api::logs::logs_get))
         .route("/runs/{id}/logs/stream", get(api::logs::logs_stream))
-        .route("/tokens", post(api::tokens::tokens_create).get(api::tokens::tokens_list))
+        .route(
+            "/tokens",
+            post(api::tokens::tokens_create).get(api::tokens::tokens_list),
+        )
         .route("/tokens/{name}", delete(api::tokens::tokens_revoke))
         .route("/openapi.json", get(api::system::openapi));
     Router::new()
@@ -73,10 +82,19 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(api::system::metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
         })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
         .with_state(state)
 }
 
@@ -84,14 +102,22 @@ pub fn app(state: AppState) -> Router {
 /// place where a 5xx's hidden cause is logged.
 async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id = hex::encode(rand::random::<[u8; 8]>());
-    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
     let method = request.method().as_str().to_owned();
     let span = tracing::info_span!("http_request", %method, matched_path = %route, request_id = %request_id);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
-    if let Some(error::InternalError(cause)) = response.extensions().get::<error::InternalError>().cloned() {
-        span.in_scope(|| tracing::error!(error = %cause, status = status.as_u16(), "request failed"));
+    if let Some(error::InternalError(cause)) =
+        response.extensions().get::<error::InternalError>().cloned()
+    {
+        span.in_scope(
+            || tracing::error!(error = %cause, status = status.as_u16(), "request failed"),
+        );
         let body = ferry_api::ErrorBody {
             code: "internal".into(),
             message: "internal server error".into(),
@@ -103,7 +129,9 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    state.metrics.observe_http(&method, &route, status.as_u16(), started.elapsed());
+    state
+        .metrics
+        .observe_http(&method, &route, status.as_u16(), started.elapsed());
     response
 }
 
@@ -140,7 +168,10 @@ pub fn server_url_path(data_dir: &Path) -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("master key: {0}")]
     MasterKey(#[from] ferry_secrets::Error),
     #[error("store: {0}")]
@@ -148,7 +179,10 @@ pub enum StartError {
     #[error("recovery: {0}")]
     Recovery(#[from] ferry_engine::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -165,17 +199,34 @@ pub struct Server {
 /// recovers runs left by a previous process, and binds the listener.
 pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let dir = &config.data_dir;
-    create_private_dir(dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+    create_private_dir(dir).map_err(|source| StartError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
     let (master, created) = MasterKey::load(&config.master_key)?;
     if created {
         tracing::info!(key_id = master.id(), "created a new master key");
     }
-    let store_config = StoreConfig { path: db_path(dir), audit_checkpoint: audit_checkpoint_path(dir) };
+    let store_config = StoreConfig {
+        path: db_path(dir),
+        audit_checkpoint: audit_checkpoint_path(dir),
+    };
     let store = Store::open(&store_config, AuditKey::new(&master)).await?;
     if store.count_tokens().await? == 0 {
         let token = ferry_secrets::generate_token();
-        store.create_token(&Actor::system("bootstrap"), "admin", &token.hash, &token.hint, true).await?;
-        ferry_secrets::write_secret_file(&admin_token_path(dir), format!("{}\n", token.plaintext).as_bytes())?;
+        store
+            .create_token(
+                &Actor::system("bootstrap"),
+                "admin",
+                &token.hash,
+                &token.hint,
+                true,
+            )
+            .await?;
+        ferry_secrets::write_secret_file(
+            &admin_token_path(dir),
+            format!("{}\n", token.plaintext).as_bytes(),
+        )?;
         tracing::info!(path = %admin_token_path(dir).display(), "wrote the bootstrap admin token");
     }
     let engine_config = EngineConfig {
@@ -187,22 +238,39 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let engine = Engine::new(engine_config, store);
     let metrics = Arc::new(Metrics::default());
     let observer_metrics = metrics.clone();
-    engine.set_action_observer(Arc::new(move |kind, outcome, elapsed| observer_metrics.observe_action(kind, outcome, elapsed)));
+    engine.set_action_observer(Arc::new(move |kind, outcome, elapsed| {
+        observer_metrics.observe_action(kind, outcome, elapsed)
+    }));
     engine.recover().await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let local = listener.local_addr()?;
     let url = format!("http://{local}");
     std::fs::write(server_url_path(dir), format!("{url}\n"))?;
-    let state = AppState { engine, metrics, shutdown: CancellationToken::new() };
-    Ok(Server { state, listener, url, config })
+    let state = AppState {
+        engine,
+        metrics,
+        shutdown: CancellationToken::new(),
+    };
+    Ok(Server {
+        state,
+        listener,
+        url,
+        config,
+    })
 }
 
 impl Server {
     /// Serves until `stop` fires, then shuts down gracefully: no new requests or runs,
     /// running actions get the grace period, then are terminated and recorded.
-    pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let state = self.state.clone();
         let token = state.shutdown.clone();
         let trigger = token.clone();
@@ -211,7 +279,8 @@ impl Server {
             trigger.cancel();
         });
         let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http = axum::serve(self.listener, router).with_graceful_shutdown(async move { token.cancelled().await });
+        let http = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { token.cancelled().await });
         let engine = state.engine.clone();
         let grace = self.config.shutdown_grace;
         let engine_stop = {
@@ -232,5 +301,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

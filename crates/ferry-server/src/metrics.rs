@@ -40,32 +40,68 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let http = Family::<HttpLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
-        let actions = Family::<ActionLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 18)));
+        let http = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let actions = Family::<ActionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 18))
+        });
         let runs = Family::<StatusLabels, Gauge>::default();
-        registry.register("ferry_http_request_duration_seconds", "HTTP request latency", http.clone());
-        registry.register("ferry_action_duration_seconds", "Duration of run actions", actions.clone());
+        registry.register(
+            "ferry_http_request_duration_seconds",
+            "HTTP request latency",
+            http.clone(),
+        );
+        registry.register(
+            "ferry_action_duration_seconds",
+            "Duration of run actions",
+            actions.clone(),
+        );
         registry.register("ferry_runs", "Stored runs by status", runs.clone());
-        Metrics { registry: Mutex::new(registry), http, actions, runs }
+        Metrics {
+            registry: Mutex::new(registry),
+            http,
+            actions,
+            runs,
+        }
     }
 }
 
 impl Metrics {
     pub fn observe_http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let labels = HttpLabels { method: method.to_owned(), route: route.to_owned(), status };
-        self.http.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        let labels = HttpLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
+        self.http
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn observe_action(&self, kind: &str, outcome: &str, elapsed: Duration) {
-        let labels = ActionLabels { kind: kind.to_owned(), outcome: outcome.to_owned() };
-        self.actions.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        let labels = ActionLabels {
+            kind: kind.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.actions
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Renders the text exposition format, with run counts as given.
     pub fn render(&self, run_counts: &[(ferry_core::RunStatus, i64)]) -> String {
         for status in ferry_core::RunStatus::ALL {
-            let count = run_counts.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
-            self.runs.get_or_create(&StatusLabels { status: status.as_str().to_owned() }).set(count);
+            let count = run_counts
+                .iter()
+                .find(|(s, _)| s == status)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            self.runs
+                .get_or_create(&StatusLabels {
+                    status: status.as_str().to_owned(),
+                })
+                .set(count);
         }
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());

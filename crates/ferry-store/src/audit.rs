@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use ferry_secrets::{AuditKey, AuditRecord, ChainError, Checkpoint, VerifyReport};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::{Actor, Error, Result, Store};
@@ -21,7 +22,12 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     pub fn new(action: &str, target: impl Into<String>) -> AuditEntry {
-        AuditEntry { action: action.to_owned(), target: target.into(), outcome: "ok".to_owned(), details: serde_json::json!({}) }
+        AuditEntry {
+            action: action.to_owned(),
+            target: target.into(),
+            outcome: "ok".to_owned(),
+            details: serde_json::json!({}),
+        }
     }
 
     pub fn outcome(mut self, outcome: &str) -> AuditEntry {
@@ -35,6 +41,25 @@ impl AuditEntry {
     }
 }
 
+/// Columns in the order of `AUDIT_COLUMNS`; strings exactly as sealed.
+fn audit_row(r: &SqliteRow) -> AuditRecord {
+    AuditRecord {
+        seq: r.get(0),
+        ts: r.get(1),
+        actor: r.get(2),
+        action: r.get(3),
+        target: r.get(4),
+        outcome: r.get(5),
+        source: r.get(6),
+        details: r.get(7),
+        prev_mac: r.get(8),
+        mac: r.get(9),
+    }
+}
+
+const AUDIT_COLUMNS: &str =
+    "seq, ts, actor, action, target, outcome, source, details, prev_mac, mac";
+
 pub(crate) struct Chain {
     key: AuditKey,
     checkpoint_path: PathBuf,
@@ -44,12 +69,23 @@ pub(crate) struct Chain {
 
 impl Chain {
     pub(crate) fn new(key: AuditKey, checkpoint_path: PathBuf) -> Chain {
-        Chain { key, checkpoint_path, last_checkpoint: Mutex::new(0) }
+        Chain {
+            key,
+            checkpoint_path,
+            last_checkpoint: Mutex::new(0),
+        }
     }
 
     /// Appends one entry inside the caller's write transaction.
-    pub(crate) async fn append(&self, conn: &mut SqliteConnection, actor: &Actor, entry: &AuditEntry) -> Result<AuditRecord> {
-        let head = sqlx::query("SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
+    pub(crate) async fn append(
+        &self,
+        conn: &mut SqliteConnection,
+        actor: &Actor,
+        entry: &AuditEntry,
+    ) -> Result<AuditRecord> {
+        let head = sqlx::query("SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
         let (seq, prev_mac) = match head {
             Some(row) => (row.get::<i64, _>(0) + 1, row.get::<String, _>(1)),
             None => (1, String::new()),
@@ -88,11 +124,17 @@ impl Chain {
     /// A crash before this leaves the checkpoint behind the database, which verification
     /// accepts; the checkpoint is never ahead of committed rows.
     pub(crate) fn checkpoint(&self, record: &AuditRecord) -> Result<()> {
-        let mut last = self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self
+            .last_checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if record.seq <= *last {
             return Ok(());
         }
-        let cp = Checkpoint { seq: record.seq, mac: record.mac.clone() };
+        let cp = Checkpoint {
+            seq: record.seq,
+            mac: record.mac.clone(),
+        };
         ferry_secrets::write_checkpoint(&self.checkpoint_path, &self.key, &cp)
             .map_err(|e| Error::Checkpoint(e.to_string()))?;
         *last = record.seq;
@@ -110,7 +152,12 @@ impl Store {
     }
 
     /// Appends within `tx`; the caller must call [`Store::audit_committed`] after commit.
-    pub(crate) async fn audit_in(&self, tx: &mut SqliteConnection, actor: &Actor, entry: AuditEntry) -> Result<AuditRecord> {
+    pub(crate) async fn audit_in(
+        &self,
+        tx: &mut SqliteConnection,
+        actor: &Actor,
+        entry: AuditEntry,
+    ) -> Result<AuditRecord> {
         self.audit.append(tx, actor, &entry).await
     }
 
@@ -120,52 +167,25 @@ impl Store {
 
     /// Every audit row in chain order.
     pub async fn audit_records(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT seq, ts, actor, action, target, outcome, source, details, prev_mac, mac \
-             FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
         .bind(after_seq)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditRecord {
-                seq: r.get(0),
-                ts: r.get(1),
-                actor: r.get(2),
-                action: r.get(3),
-                target: r.get(4),
-                outcome: r.get(5),
-                source: r.get(6),
-                details: r.get(7),
-                prev_mac: r.get(8),
-                mac: r.get(9),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_row).collect())
     }
 
     /// Walks the whole chain (in rowid order, as stored) and compares it with the checkpoint.
     pub async fn verify_audit(&self) -> Result<Result<VerifyReport, ChainError>> {
-        let rows = sqlx::query(
-            "SELECT seq, ts, actor, action, target, outcome, source, details, prev_mac, mac FROM audit ORDER BY rowid",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let records = rows.into_iter().map(|r| AuditRecord {
-            seq: r.get(0),
-            ts: r.get(1),
-            actor: r.get(2),
-            action: r.get(3),
-            target: r.get(4),
-            outcome: r.get(5),
-            source: r.get(6),
-            details: r.get(7),
-            prev_mac: r.get(8),
-            mac: r.get(9),
-        });
-        let checkpoint = ferry_secrets::read_checkpoint(&self.audit.checkpoint_path, &self.audit.key)
-            .map_err(|e| Error::Checkpoint(e.to_string()))?;
+        let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY rowid"))
+            .fetch_all(&self.pool)
+            .await?;
+        let records = rows.iter().map(audit_row);
+        let checkpoint =
+            ferry_secrets::read_checkpoint(&self.audit.checkpoint_path, &self.audit.key)
+                .map_err(|e| Error::Checkpoint(e.to_string()))?;
         Ok(self.audit.key.verify_chain(records, checkpoint.as_ref()))
     }
 }

@@ -48,7 +48,10 @@ pub enum Error {
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row in {table}: {message}")]
-    Corrupt { table: &'static str, message: String },
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
     #[error("audit checkpoint: {0}")]
     Checkpoint(String),
 }
@@ -75,20 +78,39 @@ impl Store {
     /// Opens (creating if needed) the database and applies the embedded migrations.
     pub async fn open(config: &StoreConfig, audit_key: AuditKey) -> Result<Store> {
         let options = connect_options(&config.path)?.create_if_missing(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let audit = audit::Chain::new(audit_key, config.audit_checkpoint.clone());
-        Ok(Store { pool, audit: Arc::new(audit) })
+        Ok(Store {
+            pool,
+            audit: Arc::new(audit),
+        })
     }
 
     /// Opens an existing database read-only, for offline tools such as `ferry audit verify`.
-    pub async fn open_read_only(path: &Path, audit_key: AuditKey, checkpoint: PathBuf) -> Result<Store> {
+    pub async fn open_read_only(
+        path: &Path,
+        audit_key: AuditKey,
+        checkpoint: PathBuf,
+    ) -> Result<Store> {
         if !path.exists() {
-            return Err(Error::NotFound { what: "database", id: path.display().to_string() });
+            return Err(Error::NotFound {
+                what: "database",
+                id: path.display().to_string(),
+            });
         }
         let options = connect_options(path)?.read_only(true);
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
-        Ok(Store { pool, audit: Arc::new(audit::Chain::new(audit_key, checkpoint)) })
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(Store {
+            pool,
+            audit: Arc::new(audit::Chain::new(audit_key, checkpoint)),
+        })
     }
 
     pub async fn close(&self) {
@@ -125,5 +147,8 @@ pub(crate) fn parse<T: FromStr>(table: &'static str, text: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
-    text.parse().map_err(|e: T::Err| Error::Corrupt { table, message: e.to_string() })
+    text.parse().map_err(|e: T::Err| Error::Corrupt {
+        table,
+        message: e.to_string(),
+    })
 }

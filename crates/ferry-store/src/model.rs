@@ -2,7 +2,9 @@
 //! converts them to the wire types of `ferry-api` by hand, so the database shape and the API
 //! shape can change independently.
 
-use ferry_core::{ActionId, ActionStatus, RunId, RunNumber, RunStatus, StageId, StageKind, StageStatus};
+use ferry_core::{
+    ActionId, ActionStatus, RunId, RunNumber, RunStatus, StageId, StageKind, StageStatus,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Token {
@@ -121,7 +123,9 @@ impl std::str::FromStr for Decision {
         match s {
             "approve" => Ok(Decision::Approve),
             "reject" => Ok(Decision::Reject),
-            _ => Err(format!("unknown decision `{s}` (expected approve or reject)")),
+            _ => Err(format!(
+                "unknown decision `{s}` (expected approve or reject)"
+            )),
         }
     }
 }
@@ -190,7 +194,9 @@ pub struct EnvQueue {
 pub enum Hold {
     Acquired,
     /// Someone else holds it, or an earlier run queues for it.
-    Waiting { holder: Option<RunId> },
+    Waiting {
+        holder: Option<RunId>,
+    },
     /// The run is already over (cancelled or superseded meanwhile).
     RunFinished(RunStatus),
 }

@@ -6,8 +6,8 @@
 //! `InvalidTransition` instead of silently overwriting.
 
 use ferry_core::{
-    ActionEvent, ApprovalRule, ActionId, ActionStatus, RunEvent, RunId, RunNumber, RunStatus, StageEvent, StageId, StageKind,
-    StageStatus,
+    ActionEvent, ActionId, ActionStatus, ApprovalRule, RunEvent, RunId, RunNumber, RunStatus,
+    StageEvent, StageId, StageKind, StageStatus,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
@@ -103,7 +103,10 @@ async fn load_run(conn: &mut SqliteConnection, id: RunId) -> Result<Run> {
         .bind(id.0)
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::NotFound { what: "run", id: id.to_string() })?;
+        .ok_or_else(|| Error::NotFound {
+            what: "run",
+            id: id.to_string(),
+        })?;
     run_row(&row)
 }
 
@@ -118,8 +121,16 @@ async fn transition_run_in(
 ) -> Result<RunStatus> {
     let next = run.status.apply(event)?;
     let ts = now();
-    let started = if event == RunEvent::Start { Some(ts.clone()) } else { None };
-    let finished = if next.is_terminal() { Some(ts.clone()) } else { None };
+    let started = if event == RunEvent::Start {
+        Some(ts.clone())
+    } else {
+        None
+    };
+    let finished = if next.is_terminal() {
+        Some(ts.clone())
+    } else {
+        None
+    };
     sqlx::query(
         "UPDATE runs SET status = ?, reason = COALESCE(?, reason), started_at = COALESCE(started_at, ?), \
          finished_at = COALESCE(?, finished_at) WHERE id = ?",
@@ -137,8 +148,14 @@ async fn transition_run_in(
             _ => (StageEvent::Cancel, ActionEvent::Cancel),
         };
         close_children(conn, run.id, stage_event, action_event).await?;
-        sqlx::query("DELETE FROM env_holds WHERE run_id = ?").bind(run.id.0).execute(&mut *conn).await?;
-        sqlx::query("UPDATE runs SET waiting_env = NULL WHERE id = ?").bind(run.id.0).execute(&mut *conn).await?;
+        sqlx::query("DELETE FROM env_holds WHERE run_id = ?")
+            .bind(run.id.0)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("UPDATE runs SET waiting_env = NULL WHERE id = ?")
+            .bind(run.id.0)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(next)
 }
@@ -150,13 +167,20 @@ async fn close_children(
     action_event: ActionEvent,
 ) -> Result<()> {
     let ts = now();
-    let stages = sqlx::query("SELECT * FROM stages WHERE run_id = ?").bind(run.0).fetch_all(&mut *conn).await?;
+    let stages = sqlx::query("SELECT * FROM stages WHERE run_id = ?")
+        .bind(run.0)
+        .fetch_all(&mut *conn)
+        .await?;
     for row in &stages {
         let stage = stage_row(row)?;
         if stage.status.is_terminal() {
             continue;
         }
-        let event = if stage.status == StageStatus::Pending { StageEvent::Skip } else { stage_event };
+        let event = if stage.status == StageStatus::Pending {
+            StageEvent::Skip
+        } else {
+            stage_event
+        };
         let next = stage.status.apply(event)?;
         sqlx::query("UPDATE stages SET status = ?, finished_at = ? WHERE id = ?")
             .bind(next.as_str())
@@ -165,13 +189,20 @@ async fn close_children(
             .execute(&mut *conn)
             .await?;
     }
-    let actions = sqlx::query("SELECT * FROM actions WHERE run_id = ?").bind(run.0).fetch_all(&mut *conn).await?;
+    let actions = sqlx::query("SELECT * FROM actions WHERE run_id = ?")
+        .bind(run.0)
+        .fetch_all(&mut *conn)
+        .await?;
     for row in &actions {
         let action = action_row(row)?;
         if action.status.is_terminal() {
             continue;
         }
-        let event = if action.status == ActionStatus::Pending { ActionEvent::Skip } else { action_event };
+        let event = if action.status == ActionStatus::Pending {
+            ActionEvent::Skip
+        } else {
+            action_event
+        };
         let next = action.status.apply(event)?;
         sqlx::query("UPDATE actions SET status = ?, finished_at = ? WHERE id = ?")
             .bind(next.as_str())
@@ -193,11 +224,12 @@ impl Store {
     /// first environment.
     pub async fn create_run(&self, actor: &Actor, new: &NewRun) -> Result<Run> {
         let mut tx = self.write().await?;
-        let number: i64 = sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE project_id = ?")
-            .bind(new.project_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+        let number: i64 =
+            sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE project_id = ?")
+                .bind(new.project_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
         let id: i64 = sqlx::query(
             "INSERT INTO runs (project_id, number, pipeline, pipeline_path, git_ref, commit_sha, status, triggered_by, \
              spec_yaml, waiting_env, created_at) VALUES (?, ?, ?, ?, ?, ?, 'Queued', ?, ?, ?, ?) RETURNING id",
@@ -296,7 +328,13 @@ impl Store {
             .iter()
             .map(approval_row)
             .collect::<Result<Vec<_>>>()?;
-        Ok(RunDetail { run, stages, actions, plans, approvals })
+        Ok(RunDetail {
+            run,
+            stages,
+            actions,
+            plans,
+            approvals,
+        })
     }
 
     /// Runs newest first, filtered, keyset-paginated by id.
@@ -328,21 +366,33 @@ impl Store {
 
     /// Runs that are not finished, oldest first.
     pub async fn active_runs(&self) -> Result<Vec<Run>> {
-        let rows = sqlx::query(&format!("{RUN_SELECT} WHERE runs.status IN {ACTIVE} ORDER BY runs.id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "{RUN_SELECT} WHERE runs.status IN {ACTIVE} ORDER BY runs.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(run_row).collect()
     }
 
     /// Counts of runs by status, for `/metrics`.
     pub async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM runs GROUP BY status").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((parse("runs", r.get::<&str, _>(0))?, r.get(1)))).collect()
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM runs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse("runs", r.get::<&str, _>(0))?, r.get(1))))
+            .collect()
     }
 
     /// Applies `event` to a run. With an `actor` (a person cancelling, say) the change is
     /// audited; the engine's own progress (a stage succeeded) is not a decision and is not.
-    pub async fn transition_run(&self, id: RunId, event: RunEvent, reason: Option<&str>, actor: Option<&Actor>) -> Result<Run> {
+    pub async fn transition_run(
+        &self,
+        id: RunId,
+        event: RunEvent,
+        reason: Option<&str>,
+        actor: Option<&Actor>,
+    ) -> Result<Run> {
         let mut tx = self.write().await?;
         let run = load_run(&mut tx, id).await?;
         transition_run_in(&mut tx, &run, event, reason).await?;
@@ -362,17 +412,29 @@ impl Store {
         Ok(run)
     }
 
-    pub async fn transition_stage(&self, id: StageId, event: StageEvent, reason: Option<&str>) -> Result<StageStatus> {
+    pub async fn transition_stage(
+        &self,
+        id: StageId,
+        event: StageEvent,
+        reason: Option<&str>,
+    ) -> Result<StageStatus> {
         let mut tx = self.write().await?;
         let row = sqlx::query("SELECT * FROM stages WHERE id = ?")
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| Error::NotFound { what: "stage", id: id.to_string() })?;
+            .ok_or_else(|| Error::NotFound {
+                what: "stage",
+                id: id.to_string(),
+            })?;
         let stage = stage_row(&row)?;
         let next = stage.status.apply(event)?;
         let ts = now();
-        let started = if event == StageEvent::Start { Some(ts.clone()) } else { None };
+        let started = if event == StageEvent::Start {
+            Some(ts.clone())
+        } else {
+            None
+        };
         let finished = if next.is_terminal() { Some(ts) } else { None };
         sqlx::query(
             "UPDATE stages SET status = ?, reason = COALESCE(?, reason), started_at = COALESCE(started_at, ?), \
@@ -406,17 +468,30 @@ impl Store {
     }
 
     /// Applies `event` to an action, with its exit code or error when it ends.
-    pub async fn finish_action(&self, id: ActionId, event: ActionEvent, exit_code: Option<i32>, error: Option<&str>) -> Result<()> {
+    pub async fn finish_action(
+        &self,
+        id: ActionId,
+        event: ActionEvent,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+    ) -> Result<()> {
         let mut tx = self.write().await?;
         let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| Error::NotFound { what: "action", id: id.to_string() })?;
+            .ok_or_else(|| Error::NotFound {
+                what: "action",
+                id: id.to_string(),
+            })?;
         let action = action_row(&row)?;
         let next = action.status.apply(event)?;
         let ts = now();
-        let started = if event == ActionEvent::Start { Some(ts.clone()) } else { None };
+        let started = if event == ActionEvent::Start {
+            Some(ts.clone())
+        } else {
+            None
+        };
         let finished = if next.is_terminal() { Some(ts) } else { None };
         sqlx::query(
             "UPDATE actions SET status = ?, exit_code = COALESCE(?, exit_code), error = COALESCE(?, error), \
@@ -436,9 +511,11 @@ impl Store {
 
     /// Actions recorded as running: after a crash, their process groups may still be alive.
     pub async fn orphan_actions(&self) -> Result<Vec<OrphanAction>> {
-        let rows = sqlx::query("SELECT id, run_id, pid, pid_start_time FROM actions WHERE status = 'InProgress'")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, run_id, pid, pid_start_time FROM actions WHERE status = 'InProgress'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
             .map(|r| OrphanAction {
@@ -483,11 +560,18 @@ impl Store {
     pub async fn await_approval(&self, run: RunId, stage: StageId) -> Result<()> {
         let mut tx = self.write().await?;
         let current = load_run(&mut tx, run).await?;
-        let row = sqlx::query("SELECT * FROM stages WHERE id = ?").bind(stage.0).fetch_one(&mut *tx).await?;
+        let row = sqlx::query("SELECT * FROM stages WHERE id = ?")
+            .bind(stage.0)
+            .fetch_one(&mut *tx)
+            .await?;
         let stage = stage_row(&row)?;
         let next = stage.status.apply(StageEvent::AwaitApproval)?;
         transition_run_in(&mut tx, &current, RunEvent::AwaitApproval, None).await?;
-        sqlx::query("UPDATE stages SET status = ? WHERE id = ?").bind(next.as_str()).bind(stage.id.0).execute(&mut *tx).await?;
+        sqlx::query("UPDATE stages SET status = ? WHERE id = ?")
+            .bind(next.as_str())
+            .bind(stage.id.0)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -515,18 +599,21 @@ impl Store {
         if let Some(err) = denied {
             let entry = AuditEntry::new(&format!("run.{}", decision.as_str()), target)
                 .outcome("denied")
-                .details(serde_json::json!({ "environment": environment, "reason": err.to_string() }));
+                .details(
+                    serde_json::json!({ "environment": environment, "reason": err.to_string() }),
+                );
             let record = self.audit_in(&mut tx, actor, entry).await?;
             tx.commit().await?;
             self.audit_committed(&record)?;
             return Err(err);
         }
-        let stage_row_opt = sqlx::query("SELECT * FROM stages WHERE run_id = ? AND environment = ? AND kind = ?")
-            .bind(run_id.0)
-            .bind(environment)
-            .bind(StageKind::Approval.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let stage_row_opt =
+            sqlx::query("SELECT * FROM stages WHERE run_id = ? AND environment = ? AND kind = ?")
+                .bind(run_id.0)
+                .bind(environment)
+                .bind(StageKind::Approval.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         let stage = match stage_row_opt {
             Some(row) => stage_row(&row)?,
             None => {
@@ -535,7 +622,9 @@ impl Store {
                 )))
             }
         };
-        if run.status != RunStatus::WaitingForApproval || stage.status != StageStatus::WaitingForApproval {
+        if run.status != RunStatus::WaitingForApproval
+            || stage.status != StageStatus::WaitingForApproval
+        {
             return Err(Error::Conflict(format!(
                 "run {run_id} is not waiting for an approval in `{environment}` (run is {}, approval step is {})",
                 run.status, stage.status
@@ -550,7 +639,10 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if already.is_some() {
-            return Err(Error::Conflict(format!("{} already decided on run {run_id} in `{environment}`", actor.name)));
+            return Err(Error::Conflict(format!(
+                "{} already decided on run {run_id} in `{environment}`",
+                actor.name
+            )));
         }
         sqlx::query("INSERT INTO approvals (run_id, environment, decision, comment, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(run_id.0)
@@ -585,7 +677,10 @@ impl Store {
             Decision::Reject => (
                 StageEvent::Fail,
                 RunEvent::Fail,
-                Some(format!("rejected in {environment} by {}: {comment}", actor.name)),
+                Some(format!(
+                    "rejected in {environment} by {}: {comment}",
+                    actor.name
+                )),
             ),
         };
         let next = stage.status.apply(stage_event)?;
@@ -646,7 +741,10 @@ impl Store {
                 .bind(now())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE runs SET waiting_env = NULL WHERE id = ?").bind(run_id.0).execute(&mut *tx).await?;
+            sqlx::query("UPDATE runs SET waiting_env = NULL WHERE id = ?")
+                .bind(run_id.0)
+                .execute(&mut *tx)
+                .await?;
             Hold::Acquired
         } else {
             sqlx::query("UPDATE runs SET waiting_env = ? WHERE id = ?")
@@ -654,7 +752,9 @@ impl Store {
                 .bind(run_id.0)
                 .execute(&mut *tx)
                 .await?;
-            Hold::Waiting { holder: holder.map(RunId) }
+            Hold::Waiting {
+                holder: holder.map(RunId),
+            }
         };
         tx.commit().await?;
         Ok(hold)
@@ -693,9 +793,13 @@ impl Store {
         let mut records = Vec::new();
         for row in &rows {
             let old = run_row(row)?;
-            let reason = format!("superseded by run {} (#{}) in {environment}", run.id, run.number);
+            let reason = format!(
+                "superseded by run {} (#{}) in {environment}",
+                run.id, run.number
+            );
             transition_run_in(&mut tx, &old, RunEvent::Supersede, Some(&reason)).await?;
-            let entry = run_audit("run.supersede", &old).details(serde_json::json!({ "by": run.id.0, "environment": environment }));
+            let entry = run_audit("run.supersede", &old)
+                .details(serde_json::json!({ "by": run.id.0, "environment": environment }));
             records.push(self.audit_in(&mut tx, &system, entry).await?);
             superseded.push(old.id);
         }
@@ -721,12 +825,25 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut out: Vec<EnvQueue> = Vec::new();
-        fn slot<'a>(out: &'a mut Vec<EnvQueue>, project: String, pipeline: String, environment: String) -> &'a mut EnvQueue {
+        fn slot<'a>(
+            out: &'a mut Vec<EnvQueue>,
+            project: String,
+            pipeline: String,
+            environment: String,
+        ) -> &'a mut EnvQueue {
             let pos = out
                 .iter()
-                .position(|q| q.project == project && q.pipeline == pipeline && q.environment == environment)
+                .position(|q| {
+                    q.project == project && q.pipeline == pipeline && q.environment == environment
+                })
                 .unwrap_or_else(|| {
-                    out.push(EnvQueue { project, pipeline, environment, holder: None, waiting: Vec::new() });
+                    out.push(EnvQueue {
+                        project,
+                        pipeline,
+                        environment,
+                        holder: None,
+                        waiting: Vec::new(),
+                    });
                     out.len() - 1
                 });
             &mut out[pos]
@@ -735,9 +852,17 @@ impl Store {
             slot(&mut out, r.get(0), r.get(1), r.get(2)).holder = Some((RunId(r.get(3)), r.get(4)));
         }
         for r in &waiting {
-            slot(&mut out, r.get(0), r.get(1), r.get(2)).waiting.push(RunId(r.get(3)));
+            slot(&mut out, r.get(0), r.get(1), r.get(2))
+                .waiting
+                .push(RunId(r.get(3)));
         }
-        out.sort_by(|a, b| (&a.project, &a.pipeline, &a.environment).cmp(&(&b.project, &b.pipeline, &b.environment)));
+        out.sort_by(|a, b| {
+            (&a.project, &a.pipeline, &a.environment).cmp(&(
+                &b.project,
+                &b.pipeline,
+                &b.environment,
+            ))
+        });
         Ok(out)
     }
 }

@@ -31,14 +31,24 @@ fn project_row(r: &SqliteRow) -> Project {
 
 impl Store {
     /// Stores a token by its hash. The plaintext never reaches this crate.
-    pub async fn create_token(&self, actor: &Actor, name: &str, hash: &str, hint: &str, admin: bool) -> Result<Token> {
+    pub async fn create_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+        hash: &str,
+        hint: &str,
+        admin: bool,
+    ) -> Result<Token> {
         let mut tx = self.write().await?;
         let exists = sqlx::query("SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_some() {
-            return Err(Error::AlreadyExists { what: "token", id: name.to_owned() });
+            return Err(Error::AlreadyExists {
+                what: "token",
+                id: name.to_owned(),
+            });
         }
         let row = sqlx::query(
             "INSERT INTO tokens (name, hash, hint, admin, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
@@ -52,7 +62,8 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let token = token_row(&row);
-        let entry = AuditEntry::new("token.create", format!("token/{name}")).details(serde_json::json!({ "admin": admin }));
+        let entry = AuditEntry::new("token.create", format!("token/{name}"))
+            .details(serde_json::json!({ "admin": admin }));
         let record = self.audit_in(&mut tx, actor, entry).await?;
         tx.commit().await?;
         self.audit_committed(&record)?;
@@ -82,23 +93,39 @@ impl Store {
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<Token>> {
-        let rows = sqlx::query("SELECT * FROM tokens ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(token_row).collect())
     }
 
     pub async fn count_tokens(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM tokens").fetch_one(&self.pool).await?.get(0))
+        Ok(sqlx::query("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
     }
 
     pub async fn revoke_token(&self, actor: &Actor, name: &str) -> Result<Token> {
         let mut tx = self.write().await?;
-        let row = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING *")
-            .bind(now())
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "token", id: name.to_owned() })?;
-        let record = self.audit_in(&mut tx, actor, AuditEntry::new("token.revoke", format!("token/{name}"))).await?;
+        let row = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING *",
+        )
+        .bind(now())
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "token",
+            id: name.to_owned(),
+        })?;
+        let record = self
+            .audit_in(
+                &mut tx,
+                actor,
+                AuditEntry::new("token.revoke", format!("token/{name}")),
+            )
+            .await?;
         tx.commit().await?;
         self.audit_committed(&record)?;
         Ok(token_row(&row))
@@ -106,8 +133,16 @@ impl Store {
 
     pub async fn create_project(&self, actor: &Actor, name: &str, repo: &str) -> Result<Project> {
         let mut tx = self.write().await?;
-        if sqlx::query("SELECT 1 FROM projects WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?.is_some() {
-            return Err(Error::AlreadyExists { what: "project", id: name.to_owned() });
+        if sqlx::query("SELECT 1 FROM projects WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some()
+        {
+            return Err(Error::AlreadyExists {
+                what: "project",
+                id: name.to_owned(),
+            });
         }
         let row = sqlx::query("INSERT INTO projects (name, repo, created_at, created_by) VALUES (?, ?, ?, ?) RETURNING *")
             .bind(name)
@@ -116,7 +151,8 @@ impl Store {
             .bind(&actor.name)
             .fetch_one(&mut *tx)
             .await?;
-        let entry = AuditEntry::new("project.create", format!("project/{name}")).details(serde_json::json!({ "repo": repo }));
+        let entry = AuditEntry::new("project.create", format!("project/{name}"))
+            .details(serde_json::json!({ "repo": repo }));
         let record = self.audit_in(&mut tx, actor, entry).await?;
         tx.commit().await?;
         self.audit_committed(&record)?;
@@ -129,11 +165,16 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .map(|r| project_row(&r))
-            .ok_or_else(|| Error::NotFound { what: "project", id: name.to_owned() })
+            .ok_or_else(|| Error::NotFound {
+                what: "project",
+                id: name.to_owned(),
+            })
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>> {
-        let rows = sqlx::query("SELECT * FROM projects ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM projects ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(project_row).collect())
     }
 }

@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 pub fn terraform_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FERRY_TEST_TERRAFORM_DIR") {
         let dir = PathBuf::from(dir);
-        assert!(dir.join("terraform").exists(), "FERRY_TEST_TERRAFORM_DIR={} has no terraform", dir.display());
+        assert!(
+            dir.join("terraform").exists(),
+            "FERRY_TEST_TERRAFORM_DIR={} has no terraform",
+            dir.display()
+        );
         return dir;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -28,23 +32,36 @@ pub fn terraform_dir() -> PathBuf {
 /// A PATH whose first entry holds the test Terraform.
 pub fn path_with_terraform() -> String {
     let mut dirs = vec![terraform_dir()];
-    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    std::env::join_paths(dirs).expect("valid PATH").to_string_lossy().into_owned()
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs)
+        .expect("valid PATH")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A PATH with no Terraform on it (for "missing terraform" tests): the standard system
 /// directories, minus any that hold a `terraform` (some machines install one in
 /// /usr/local/bin).
 pub fn path_without_terraform() -> String {
-    let dirs: Vec<&str> =
-        ["/usr/local/bin", "/usr/bin", "/bin"].into_iter().filter(|d| !Path::new(d).join("terraform").exists()).collect();
-    assert!(!dirs.is_empty(), "every system bin directory holds a terraform");
+    let dirs: Vec<&str> = ["/usr/local/bin", "/usr/bin", "/bin"]
+        .into_iter()
+        .filter(|d| !Path::new(d).join("terraform").exists())
+        .collect();
+    assert!(
+        !dirs.is_empty(),
+        "every system bin directory holds a terraform"
+    );
     dirs.join(":")
 }
 
 /// The repository's `examples/hello-infra`.
 pub fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-infra").canonicalize().expect("examples/hello-infra exists")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/hello-infra")
+        .canonicalize()
+        .expect("examples/hello-infra exists")
 }
 
 /// A real git repository in a temp dir.
@@ -56,18 +73,32 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=Ferry Test", "-c", "user.email=test@ferry.invalid", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=Ferry Test",
+            "-c",
+            "user.email=test@ferry.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 impl GitRepo {
     /// An empty repository on branch `main`.
     pub fn new() -> GitRepo {
-        let dir = tempfile::Builder::new().prefix("ferry-repo-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-repo-")
+            .tempdir()
+            .expect("temp dir");
         git(dir.path(), &["init", "-q", "-b", "main"]);
         GitRepo { dir }
     }
@@ -94,7 +125,10 @@ impl GitRepo {
     /// Commits everything and returns the commit id.
     pub fn commit(&self, message: &str) -> String {
         git(self.path(), &["add", "-A"]);
-        git(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            self.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         self.head()
     }
 
@@ -133,7 +167,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -148,7 +185,9 @@ pub fn terraform_data_config(n: usize) -> String {
 
 /// Whether any live process's command line contains `marker`.
 pub fn process_running(marker: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
     entries.flatten().any(|e| {
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");

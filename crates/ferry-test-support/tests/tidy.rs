@@ -5,11 +5,16 @@
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -42,19 +47,34 @@ fn every_rust_file_has_a_module_doc() {
         for file in files {
             let text = std::fs::read_to_string(&file).expect("read");
             if !text.trim_start().starts_with("//!") {
-                missing.push(file.strip_prefix(root()).unwrap_or(&file).display().to_string());
+                missing.push(
+                    file.strip_prefix(root())
+                        .unwrap_or(&file)
+                        .display()
+                        .to_string(),
+                );
             }
         }
     }
-    assert!(missing.is_empty(), "files without a `//!` header:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` header:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
 fn every_crate_is_in_the_code_map() {
     let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
-    let missing: Vec<String> =
-        crates().into_iter().map(|(name, _)| name).filter(|name| !map.contains(&format!("`{name}`"))).collect();
-    assert!(missing.is_empty(), "crates missing from ARCHITECTURE.md's code map: {missing:?}");
+    let missing: Vec<String> = crates()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| !map.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "crates missing from ARCHITECTURE.md's code map: {missing:?}"
+    );
 }
 
 #[test]
@@ -66,7 +86,9 @@ fn no_stubs_on_code_paths() {
         for file in files {
             let text = std::fs::read_to_string(&file).expect("read");
             for (i, line) in text.lines().enumerate() {
-                if line.contains(concat!("todo", "!(")) || line.contains(concat!("unimplemented", "!(")) {
+                if line.contains(concat!("todo", "!("))
+                    || line.contains(concat!("unimplemented", "!("))
+                {
                     found.push(format!("{}:{}", file.display(), i + 1));
                 }
             }

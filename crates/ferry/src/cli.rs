@@ -14,7 +14,10 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::config::{Config, Overrides, RawConfig, DEFAULT_DATA_DIR};
-use crate::{AuditCmd, Cli, Command, ConfigCmd, DecisionArgs, Global, Output, ProjectCmd, ServerArgs, TokenCmd};
+use crate::{
+    AuditCmd, Cli, Command, ConfigCmd, DecisionArgs, Global, Output, ProjectCmd, ServerArgs,
+    TokenCmd,
+};
 
 const FAILED: u8 = 1;
 
@@ -47,7 +50,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn data_dir(g: &Global) -> PathBuf {
-    g.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    g.data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
 fn client(g: &Global) -> Result<Client> {
@@ -64,7 +69,12 @@ fn client(g: &Global) -> Result<Client> {
             let path = ferry_server::admin_token_path(&dir);
             std::fs::read_to_string(&path)
                 .map(|s| s.trim().to_owned())
-                .with_context(|| format!("no token: pass --token, set FERRY_TOKEN, or run where {} exists", path.display()))?
+                .with_context(|| {
+                    format!(
+                        "no token: pass --token, set FERRY_TOKEN, or run where {} exists",
+                        path.display()
+                    )
+                })?
         }
     };
     Ok(Client::new(&server, &token))
@@ -86,8 +96,12 @@ fn server_config(g: &Global, args: &ServerArgs) -> Result<Config> {
     let over = Overrides {
         listen: args.listen.clone(),
         data_dir: g.data_dir.clone(),
-        master_key: std::env::var("FERRY_MASTER_KEY").ok().filter(|v| !v.is_empty()),
-        master_key_file: std::env::var_os("FERRY_MASTER_KEY_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
+        master_key: std::env::var("FERRY_MASTER_KEY")
+            .ok()
+            .filter(|v| !v.is_empty()),
+        master_key_file: std::env::var_os("FERRY_MASTER_KEY_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
         shutdown_grace: args.shutdown_grace.clone(),
         kill_grace: args.kill_grace.clone(),
     };
@@ -95,15 +109,33 @@ fn server_config(g: &Global, args: &ServerArgs) -> Result<Config> {
 }
 
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Variables of the server's environment that actions receive; `FERRY_*` never.
 const PASSTHROUGH: &[&str] = &[
-    "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "TF_PLUGIN_CACHE_DIR", "TF_CLI_CONFIG_FILE",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "TF_PLUGIN_CACHE_DIR",
+    "TF_CLI_CONFIG_FILE",
 ];
 
 async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
@@ -122,10 +154,15 @@ async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
         path_var: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         passthrough_env,
     };
-    let server = ferry_server::start(server_config).await.context("starting the server")?;
+    let server = ferry_server::start(server_config)
+        .await
+        .context("starting the server")?;
     tracing::info!(url = %server.url, data_dir = %config.data_dir.display(), "ferry is listening");
     eprintln!("Ferry is listening on {}", server.url);
-    eprintln!("Admin token: {}", ferry_server::admin_token_path(&config.data_dir).display());
+    eprintln!(
+        "Admin token: {}",
+        ferry_server::admin_token_path(&config.data_dir).display()
+    );
     server.serve(shutdown_signal()).await.context("serving")?;
     tracing::info!("ferry stopped");
     Ok(ExitCode::SUCCESS)
@@ -145,8 +182,11 @@ async fn shutdown_signal() {
 }
 
 fn validate(g: &Global, path: Option<&Path>) -> Result<ExitCode> {
-    let path = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from(ferry_spec::FILE_NAME));
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let path = path
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from(ferry_spec::FILE_NAME));
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let lowered = ferry_spec::lower(&path.display().to_string(), &text);
     if g.output == Output::Json {
         let diagnostics: Vec<_> = lowered
@@ -159,7 +199,9 @@ fn validate(g: &Global, path: Option<&Path>) -> Result<ExitCode> {
                 })
             })
             .collect();
-        print_json(&serde_json::json!({ "valid": !lowered.has_errors(), "diagnostics": diagnostics }))?;
+        print_json(
+            &serde_json::json!({ "valid": !lowered.has_errors(), "diagnostics": diagnostics }),
+        )?;
     } else {
         for d in &lowered.diagnostics {
             eprintln!("{d}");
@@ -168,12 +210,27 @@ fn validate(g: &Global, path: Option<&Path>) -> Result<ExitCode> {
             let envs: Vec<String> = spec
                 .environments
                 .iter()
-                .map(|e| if e.requires_approval() { format!("{} (approval)", e.name) } else { format!("{} (auto-apply)", e.name) })
+                .map(|e| {
+                    if e.requires_approval() {
+                        format!("{} (approval)", e.name)
+                    } else {
+                        format!("{} (auto-apply)", e.name)
+                    }
+                })
                 .collect();
-            println!("{}: pipeline `{}` is valid; environments: {}", path.display(), spec.name, envs.join(" → "));
+            println!(
+                "{}: pipeline `{}` is valid; environments: {}",
+                path.display(),
+                spec.name,
+                envs.join(" → ")
+            );
         }
     }
-    Ok(if lowered.has_errors() { ExitCode::from(FAILED) } else { ExitCode::SUCCESS })
+    Ok(if lowered.has_errors() {
+        ExitCode::from(FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn audit_verify(g: &Global) -> Result<ExitCode> {
@@ -182,35 +239,54 @@ async fn audit_verify(g: &Global) -> Result<ExitCode> {
     if !db.exists() {
         bail!("no Ferry database at {}", db.display());
     }
-    let key_source = match (std::env::var("FERRY_MASTER_KEY").ok().filter(|v| !v.is_empty()), std::env::var_os("FERRY_MASTER_KEY_FILE")) {
+    let key_source = match (
+        std::env::var("FERRY_MASTER_KEY")
+            .ok()
+            .filter(|v| !v.is_empty()),
+        std::env::var_os("FERRY_MASTER_KEY_FILE"),
+    ) {
         (Some(value), _) => ferry_secrets::KeySource::Env(value),
         (None, Some(file)) => ferry_secrets::KeySource::File(PathBuf::from(file)),
         (None, None) => {
             let path = dir.join(ferry_secrets::key::DATA_DIR_KEY_FILE);
             if !path.exists() {
-                bail!("no master key at {} (set FERRY_MASTER_KEY or FERRY_MASTER_KEY_FILE)", path.display());
+                bail!(
+                    "no master key at {} (set FERRY_MASTER_KEY or FERRY_MASTER_KEY_FILE)",
+                    path.display()
+                );
             }
             ferry_secrets::KeySource::DataDir(dir.clone())
         }
     };
     let (key, _) = ferry_secrets::MasterKey::load(&key_source)?;
     let checkpoint = ferry_server::audit_checkpoint_path(&dir);
-    let store = ferry_store::Store::open_read_only(&db, ferry_secrets::AuditKey::new(&key), checkpoint.clone()).await?;
+    let store = ferry_store::Store::open_read_only(
+        &db,
+        ferry_secrets::AuditKey::new(&key),
+        checkpoint.clone(),
+    )
+    .await?;
     let result = store.verify_audit().await?;
     store.close().await;
     let result = match result {
-        Ok(report) if report.entries > 0 && !checkpoint.exists() => {
-            Err(format!("the audit checkpoint {} is missing: the chain cannot be checked for truncation", checkpoint.display()))
-        }
+        Ok(report) if report.entries > 0 && !checkpoint.exists() => Err(format!(
+            "the audit checkpoint {} is missing: the chain cannot be checked for truncation",
+            checkpoint.display()
+        )),
         Ok(report) => Ok(report),
         Err(e) => Err(e.to_string()),
     };
     match result {
         Ok(report) => {
             if g.output == Output::Json {
-                print_json(&serde_json::json!({ "ok": true, "entries": report.entries, "head_seq": report.head_seq }))?;
+                print_json(
+                    &serde_json::json!({ "ok": true, "entries": report.entries, "head_seq": report.head_seq }),
+                )?;
             } else {
-                println!("audit chain ok: {} entries, head at {}", report.entries, report.head_seq);
+                println!(
+                    "audit chain ok: {} entries, head at {}",
+                    report.entries, report.head_seq
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -234,7 +310,9 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 Ok(path) => path.display().to_string(),
                 Err(_) => repo,
             };
-            let project = client.projects_create(&ProjectCreate { name, repo }).await?;
+            let project = client
+                .projects_create(&ProjectCreate { name, repo })
+                .await?;
             if json {
                 print_json(&project)?;
             } else {
@@ -257,36 +335,70 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 print_json(&list)?;
             } else {
                 for p in &list.pipelines {
-                    println!("{:<24} {:<40} {}", p.name, p.path, p.environments.join(" → "));
+                    println!(
+                        "{:<24} {:<40} {}",
+                        p.name,
+                        p.path,
+                        p.environments.join(" → ")
+                    );
                     for e in &p.errors {
                         println!("    {e}");
                     }
                 }
             }
         }
-        Command::Run { project, git_ref, pipeline, wait } => {
-            let run = client.runs_create(&project, &RunCreate { git_ref, pipeline }).await?;
+        Command::Run {
+            project,
+            git_ref,
+            pipeline,
+            wait,
+        } => {
+            let run = client
+                .runs_create(&project, &RunCreate { git_ref, pipeline })
+                .await?;
             if !wait {
                 if json {
                     print_json(&run)?;
                 } else {
-                    println!("run {} (#{} of {}) queued at {} ({})", run.id, run.number, run.project, short(&run.commit), run.git_ref);
+                    println!(
+                        "run {} (#{} of {}) queued at {} ({})",
+                        run.id,
+                        run.number,
+                        run.project,
+                        short(&run.commit),
+                        run.git_ref
+                    );
                     println!("follow it with: ferry logs -f {}", run.id);
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             return wait_for(client, run.id, json).await;
         }
-        Command::Runs { project, status, limit } => {
-            let page = client.runs_list(project.as_deref(), status.as_deref(), limit, None).await?;
+        Command::Runs {
+            project,
+            status,
+            limit,
+        } => {
+            let page = client
+                .runs_list(project.as_deref(), status.as_deref(), limit, None)
+                .await?;
             if json {
                 print_json(&page)?;
             } else {
-                println!("{:>6}  {:<16} {:>5}  {:<20} {:<10} {:<9} {}", "ID", "PROJECT", "#", "STATUS", "COMMIT", "REF", "CREATED");
+                println!(
+                    "{:>6}  {:<16} {:>5}  {:<20} {:<10} {:<9} {}",
+                    "ID", "PROJECT", "#", "STATUS", "COMMIT", "REF", "CREATED"
+                );
                 for r in page.runs {
                     println!(
                         "{:>6}  {:<16} {:>5}  {:<20} {:<10} {:<9} {}",
-                        r.id, r.project, r.number, r.status, short(&r.commit), r.git_ref, r.created_at
+                        r.id,
+                        r.project,
+                        r.number,
+                        r.status,
+                        short(&r.commit),
+                        r.git_ref,
+                        r.created_at
                     );
                 }
             }
@@ -318,9 +430,18 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 println!("no environment is held or awaited");
             } else {
                 for q in queue {
-                    let holder = q.held_by.map(|r| format!("held by run {r}")).unwrap_or_else(|| "free".into());
+                    let holder = q
+                        .held_by
+                        .map(|r| format!("held by run {r}"))
+                        .unwrap_or_else(|| "free".into());
                     let waiting: Vec<String> = q.waiting.iter().map(ToString::to_string).collect();
-                    println!("{}/{}/{}: {holder}; waiting: [{}]", q.project, q.pipeline, q.environment, waiting.join(", "));
+                    println!(
+                        "{}/{}/{}: {holder}; waiting: [{}]",
+                        q.project,
+                        q.pipeline,
+                        q.environment,
+                        waiting.join(", ")
+                    );
                 }
             }
         }
@@ -329,7 +450,10 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             if json {
                 print_json(&created)?;
             } else {
-                eprintln!("token `{}` created; it is shown only once:", created.token.name);
+                eprintln!(
+                    "token `{}` created; it is shown only once:",
+                    created.token.name
+                );
                 println!("{}", created.secret);
             }
         }
@@ -339,9 +463,20 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 print_json(&tokens)?;
             } else {
                 for t in tokens {
-                    let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                    let state = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
                     let role = if t.admin { "admin" } else { "user" };
-                    println!("{:<20} {:<14} {:<6} {:<8} last used {}", t.name, t.hint, role, state, t.last_used_at.as_deref().unwrap_or("never"));
+                    println!(
+                        "{:<20} {:<14} {:<6} {:<8} last used {}",
+                        t.name,
+                        t.hint,
+                        role,
+                        state,
+                        t.last_used_at.as_deref().unwrap_or("never")
+                    );
                 }
             }
         }
@@ -353,7 +488,9 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 println!("token `{}` revoked", token.name);
             }
         }
-        Command::Server(_) | Command::Validate { .. } | Command::Audit(_) | Command::Config(_) => unreachable!("handled locally"),
+        Command::Server(_) | Command::Validate { .. } | Command::Audit(_) | Command::Config(_) => {
+            unreachable!("handled locally")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -364,26 +501,41 @@ fn short(commit: &str) -> &str {
 
 fn print_detail(d: &ferry_api::RunDetail) {
     let r = &d.run;
-    println!("run {} (#{} of {}, pipeline {}) {}", r.id, r.number, r.project, r.pipeline, r.status);
-    println!("  commit {} ({}), triggered by {}", r.commit, r.git_ref, r.triggered_by);
+    println!(
+        "run {} (#{} of {}, pipeline {}) {}",
+        r.id, r.number, r.project, r.pipeline, r.status
+    );
+    println!(
+        "  commit {} ({}), triggered by {}",
+        r.commit, r.git_ref, r.triggered_by
+    );
     if let Some(reason) = &r.reason {
         println!("  reason: {reason}");
     }
     for s in &d.stages {
         println!("  {:<10} {:<10} {}", s.environment, s.kind, s.status);
         for a in &s.actions {
-            let code = a.exit_code.map(|c| format!(" (exit {c})")).unwrap_or_default();
+            let code = a
+                .exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default();
             println!("      {:<32} {}{code}", a.name, a.status);
         }
     }
     for p in &d.plans {
-        println!("  plan {}: +{} ~{} -{} sha256 {}", p.environment, p.add, p.change, p.destroy, p.sha256);
+        println!(
+            "  plan {}: +{} ~{} -{} sha256 {}",
+            p.environment, p.add, p.change, p.destroy, p.sha256
+        );
         for res in &p.resources {
             println!("      {:<8} {}", res.action, res.address);
         }
     }
     for a in &d.approvals {
-        println!("  {} {} by {}: {}", a.environment, a.decision, a.actor, a.comment);
+        println!(
+            "  {} {} by {}: {}",
+            a.environment, a.decision, a.actor, a.comment
+        );
     }
 }
 
@@ -398,12 +550,22 @@ async fn wait_for(client: &Client, id: i64, json: bool) -> Result<ExitCode> {
                 let key = (s.id, s.status.clone());
                 if s.status != "Pending" && !seen.contains(&key) {
                     seen.push(key);
-                    eprintln!("[run {id}] {:<10} {:<10} {}", s.environment, s.kind, s.status);
+                    eprintln!(
+                        "[run {id}] {:<10} {:<10} {}",
+                        s.environment, s.kind, s.status
+                    );
                 }
             }
             if detail.run.status == "WaitingForApproval" && !hinted {
-                if let Some(s) = detail.stages.iter().find(|s| s.status == "WaitingForApproval") {
-                    eprintln!("[run {id}] waiting for approval: ferry approve {id} --env {} -m \"...\"", s.environment);
+                if let Some(s) = detail
+                    .stages
+                    .iter()
+                    .find(|s| s.status == "WaitingForApproval")
+                {
+                    eprintln!(
+                        "[run {id}] waiting for approval: ferry approve {id} --env {} -m \"...\"",
+                        s.environment
+                    );
                 }
                 hinted = true;
             }
@@ -415,22 +577,43 @@ async fn wait_for(client: &Client, id: i64, json: bool) -> Result<ExitCode> {
             if json {
                 print_json(&detail)?;
             } else {
-                let reason = detail.run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                let reason = detail
+                    .run
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
                 eprintln!("[run {id}] {}{reason}", detail.run.status);
             }
-            return Ok(if detail.run.status == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(FAILED) });
+            return Ok(if detail.run.status == "Succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(FAILED)
+            });
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-async fn decide(client: &Client, args: DecisionArgs, decision: &str, json: bool) -> Result<ExitCode> {
-    let body = ApprovalCreate { environment: args.env, decision: decision.to_owned(), comment: args.message };
+async fn decide(
+    client: &Client,
+    args: DecisionArgs,
+    decision: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    let body = ApprovalCreate {
+        environment: args.env,
+        decision: decision.to_owned(),
+        comment: args.message,
+    };
     let run = client.approvals_create(args.run, &body).await?;
     if json {
         print_json(&run)?;
     } else {
-        println!("run {}: {decision}d in {}; run is {}", run.id, body.environment, run.status);
+        println!(
+            "run {}: {decision}d in {}; run is {}",
+            run.id, body.environment, run.status
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -467,7 +650,12 @@ async fn logs(client: &Client, id: i64, follow: bool, json: bool) -> Result<Exit
     }
     let url = format!("{}/api/v1/runs/{id}/logs/stream", client.base_url());
     let token = client_token(client);
-    let response = reqwest::Client::new().get(&url).bearer_auth(token).send().await.with_context(|| format!("connecting to {url}"))?;
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
     if !response.status().is_success() {
         // Let the typed client produce the proper error message.
         client.runs_get(id).await?;
@@ -482,7 +670,8 @@ async fn logs(client: &Client, id: i64, follow: bool, json: bool) -> Result<Exit
             let (name, data) = parse_event(&String::from_utf8_lossy(&event));
             match name.as_str() {
                 "lines" => {
-                    let lines: Vec<ferry_api::LogLine> = serde_json::from_str(&data).context("decoding log lines")?;
+                    let lines: Vec<ferry_api::LogLine> =
+                        serde_json::from_str(&data).context("decoding log lines")?;
                     let mut out = std::io::stdout().lock();
                     for line in &lines {
                         if json {
@@ -498,10 +687,16 @@ async fn logs(client: &Client, id: i64, follow: bool, json: bool) -> Result<Exit
                     if !json {
                         eprintln!("--- run {id} {data}");
                     }
-                    return Ok(if data == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(FAILED) });
+                    return Ok(if data == "Succeeded" {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(FAILED)
+                    });
                 }
                 "error" => bail!("the server could not read the log: {data}"),
-                "shutdown" => bail!("the server is shutting down; run `ferry logs -f {id}` again once it is back"),
+                "shutdown" => bail!(
+                    "the server is shutting down; run `ferry logs -f {id}` again once it is back"
+                ),
                 _ => {}
             }
         }
@@ -537,12 +732,22 @@ mod tests {
 
     #[test]
     fn parses_sse_events() {
-        let buf = b"event: lines\nid: 42\ndata: [1]\n\n: keep-alive\n\nevent: end\ndata: Succeeded\n\n";
+        let buf =
+            b"event: lines\nid: 42\ndata: [1]\n\n: keep-alive\n\nevent: end\ndata: Succeeded\n\n";
         let end = find_event_end(buf).unwrap();
-        assert_eq!(parse_event(&String::from_utf8_lossy(&buf[..end])), ("lines".into(), "[1]".into()));
+        assert_eq!(
+            parse_event(&String::from_utf8_lossy(&buf[..end])),
+            ("lines".into(), "[1]".into())
+        );
         let rest = &buf[end..];
         let end2 = find_event_end(rest).unwrap();
-        assert_eq!(parse_event(&String::from_utf8_lossy(&rest[..end2])).0, "message");
-        assert_eq!(parse_event(&String::from_utf8_lossy(&rest[end2..])), ("end".into(), "Succeeded".into()));
+        assert_eq!(
+            parse_event(&String::from_utf8_lossy(&rest[..end2])).0,
+            "message"
+        );
+        assert_eq!(
+            parse_event(&String::from_utf8_lossy(&rest[end2..])),
+            ("end".into(), "Succeeded".into())
+        );
     }
 }

@@ -25,7 +25,8 @@ pub(crate) struct RawConfig {
 
 impl RawConfig {
     pub(crate) fn load(path: &Path) -> Result<RawConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 }
@@ -70,26 +71,59 @@ pub(crate) struct Config {
 }
 
 fn duration(what: &str, text: &str) -> Result<Duration> {
-    humantime::parse_duration(text).with_context(|| format!("{what}: `{text}` is not a duration (e.g. 30s, 2m)"))
+    humantime::parse_duration(text)
+        .with_context(|| format!("{what}: `{text}` is not a duration (e.g. 30s, 2m)"))
 }
 
 impl Config {
     pub(crate) fn resolve(file: RawConfig, over: Overrides) -> Result<Config> {
-        let listen_text = over.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .with_context(|| format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:8080)"))?;
-        let data_dir = over.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let data_dir = if data_dir.is_absolute() { data_dir } else { std::env::current_dir()?.join(data_dir) };
-        let (key_origin, master_key_value) = match (over.master_key, over.master_key_file.or(file.master_key_file)) {
+        let listen_text = over
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen address `{listen_text}` is not host:port (e.g. 127.0.0.1:8080)")
+        })?;
+        let data_dir = over
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            std::env::current_dir()?.join(data_dir)
+        };
+        let (key_origin, master_key_value) = match (
+            over.master_key,
+            over.master_key_file.or(file.master_key_file),
+        ) {
             (Some(_), Some(_)) => bail!("set FERRY_MASTER_KEY or FERRY_MASTER_KEY_FILE, not both"),
             (Some(value), None) => (KeyOrigin::Env, Some(Redacted(value))),
             (None, Some(path)) => (KeyOrigin::File(path), None),
             (None, None) => (KeyOrigin::DataDir, None),
         };
-        let shutdown_grace = duration("shutdown grace", &over.shutdown_grace.or(file.shutdown_grace).unwrap_or_else(|| "30s".into()))?;
-        let kill_grace = duration("kill grace", &over.kill_grace.or(file.kill_grace).unwrap_or_else(|| "10s".into()))?;
-        Ok(Config { listen, data_dir, key_origin, master_key_value, shutdown_grace, kill_grace })
+        let shutdown_grace = duration(
+            "shutdown grace",
+            &over
+                .shutdown_grace
+                .or(file.shutdown_grace)
+                .unwrap_or_else(|| "30s".into()),
+        )?;
+        let kill_grace = duration(
+            "kill grace",
+            &over
+                .kill_grace
+                .or(file.kill_grace)
+                .unwrap_or_else(|| "10s".into()),
+        )?;
+        Ok(Config {
+            listen,
+            data_dir,
+            key_origin,
+            master_key_value,
+            shutdown_grace,
+            kill_grace,
+        })
     }
 
     pub(crate) fn key_source(&self) -> ferry_secrets::KeySource {
@@ -105,7 +139,12 @@ impl Config {
         let key = match &self.key_origin {
             KeyOrigin::Env => "from FERRY_MASTER_KEY (redacted)".to_owned(),
             KeyOrigin::File(p) => format!("from file {}", p.display()),
-            KeyOrigin::DataDir => format!("from {}", self.data_dir.join(ferry_secrets::key::DATA_DIR_KEY_FILE).display()),
+            KeyOrigin::DataDir => format!(
+                "from {}",
+                self.data_dir
+                    .join(ferry_secrets::key::DATA_DIR_KEY_FILE)
+                    .display()
+            ),
         };
         serde_json::json!({
             "listen": self.listen.to_string(),
@@ -123,8 +162,12 @@ mod tests {
 
     #[test]
     fn flags_and_env_win_over_the_file_and_defaults_fill_the_rest() {
-        let file: RawConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nkill_grace = \"3s\"\n").unwrap();
-        let over = Overrides { listen: Some("127.0.0.1:9100".into()), ..Default::default() };
+        let file: RawConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nkill_grace = \"3s\"\n").unwrap();
+        let over = Overrides {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
         let config = Config::resolve(file, over).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9100");
         assert_eq!(config.kill_grace, Duration::from_secs(3));
@@ -134,18 +177,30 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let over = Overrides { listen: Some("localhost".into()), ..Default::default() };
+        let over = Overrides {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        };
         let err = Config::resolve(RawConfig::default(), over).unwrap_err();
-        assert!(format!("{err:#}").contains("`localhost` is not host:port"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("`localhost` is not host:port"),
+            "{err:#}"
+        );
         assert!(toml::from_str::<RawConfig>("lisen = \"x\"").is_err());
     }
 
     #[test]
     fn the_master_key_is_never_printed() {
-        let over = Overrides { master_key: Some("00".repeat(32)), ..Default::default() };
+        let over = Overrides {
+            master_key: Some("00".repeat(32)),
+            ..Default::default()
+        };
         let config = Config::resolve(RawConfig::default(), over).unwrap();
         let printed = config.redacted().to_string();
         assert!(!printed.contains(&"00".repeat(32)), "{printed}");
-        assert!(!format!("{config:?}").contains(&"00".repeat(32)), "{config:?}");
+        assert!(
+            !format!("{config:?}").contains(&"00".repeat(32)),
+            "{config:?}"
+        );
     }
 }

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "ferry", version, about = "Continuous delivery for Terraform and OpenTofu")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Continuous delivery for Terraform and OpenTofu"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -138,7 +142,10 @@ pub struct DecisionArgs {
 #[derive(Subcommand, Debug)]
 pub enum ProjectCmd {
     /// Register a git repository (a URL or a local path).
-    Add { name: String, repo: String },
+    Add {
+        name: String,
+        repo: String,
+    },
     List,
 }
 
@@ -152,7 +159,9 @@ pub enum TokenCmd {
         admin: bool,
     },
     List,
-    Revoke { name: String },
+    Revoke {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,7 +178,10 @@ pub enum ConfigCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -189,6 +201,8 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain()
-        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -32,7 +32,11 @@ pub struct Ran {
 impl Ran {
     /// Texts of the lines of one stream.
     pub fn texts(&self, stream: Stream) -> Vec<String> {
-        self.lines.iter().filter(|l| l.stream == stream).map(|l| l.text.clone()).collect()
+        self.lines
+            .iter()
+            .filter(|l| l.stream == stream)
+            .map(|l| l.text.clone())
+            .collect()
     }
 }
 
@@ -46,7 +50,13 @@ pub async fn run(dir: &Path, spec: &ActionSpec, cancel: CancellationToken) -> Ra
     let outcome = running.wait(&mut action, cancel).await.unwrap();
     let elapsed = started.elapsed();
     let lines = read_all(&log_path).await;
-    Ran { outcome, lines, pid, elapsed, log_path }
+    Ran {
+        outcome,
+        lines,
+        pid,
+        elapsed,
+        log_path,
+    }
 }
 
 pub async fn read_all(path: &Path) -> Vec<LogLine> {
@@ -68,10 +78,16 @@ pub async fn read_all(path: &Path) -> Vec<LogLine> {
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let rest = &stat[stat.rfind(')').unwrap() + 1..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let (state, pgrp) = (fields[0], fields[2].parse::<u32>().unwrap());
@@ -100,7 +116,10 @@ pub async fn group_gone_within(pgid: u32, limit: Duration) -> bool {
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().next().unwrap();
+            let state = stat[stat.rfind(')').unwrap() + 1..]
+                .split_whitespace()
+                .next()
+                .unwrap();
             state != "Z" && state != "X"
         }
         Err(_) => false,
@@ -109,5 +128,8 @@ pub fn alive(pid: u32) -> bool {
 
 /// Pids printed by the action (`echo $!`) on stdout.
 pub fn printed_pids(ran: &Ran) -> Vec<u32> {
-    ran.texts(ferry_executor::Stream::Out).iter().filter_map(|t| t.parse().ok()).collect()
+    ran.texts(ferry_executor::Stream::Out)
+        .iter()
+        .filter_map(|t| t.parse().ok())
+        .collect()
 }

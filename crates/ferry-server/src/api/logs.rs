@@ -38,8 +38,16 @@ async fn finished(state: &AppState, run: RunId) -> ApiResult<bool> {
     Ok(run_row.status.is_terminal() && !state.engine.is_active(run))
 }
 
-async fn read(state: &AppState, run: RunId, offset: u64, limit: usize, action: Option<i64>) -> ApiResult<ferry_executor::LogChunk> {
-    ferry_executor::read_log(&state.engine.log_path(run), offset, limit, action).await.map_err(ApiError::internal)
+async fn read(
+    state: &AppState,
+    run: RunId,
+    offset: u64,
+    limit: usize,
+    action: Option<i64>,
+) -> ApiResult<ferry_executor::LogChunk> {
+    ferry_executor::read_log(&state.engine.log_path(run), offset, limit, action)
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// A page of a run's log.
@@ -60,7 +68,11 @@ pub(crate) async fn logs_get(
     let was_finished = finished(&state, run).await?;
     let chunk = read(&state, run, query.offset.unwrap_or(0), limit, query.action).await?;
     let complete = was_finished && chunk.lines.len() < limit;
-    Ok(axum::Json(api::LogPage { lines: chunk.lines.into_iter().map(convert::log_line).collect(), next_offset: chunk.next_offset, complete }))
+    Ok(axum::Json(api::LogPage {
+        lines: chunk.lines.into_iter().map(convert::log_line).collect(),
+        next_offset: chunk.next_offset,
+        complete,
+    }))
 }
 
 /// Follows a run's log live. Events: `lines` (data: a JSON array of log lines; id: the
@@ -77,11 +89,21 @@ pub(crate) async fn logs_stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let run = RunId(id);
     state.engine.store().run(run).await?;
-    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let offset = resume.or(query.offset).unwrap_or(0);
     let action = query.action;
     let updates = state.engine.log_updates(run);
-    let start = Follow { state, run, offset, action, updates, done: false };
+    let start = Follow {
+        state,
+        run,
+        offset,
+        action,
+        updates,
+        done: false,
+    };
     let stream = futures::stream::unfold(start, |mut f| async move {
         if f.done {
             return None;
@@ -92,24 +114,48 @@ pub(crate) async fn logs_stream(
                 Ok(chunk) => chunk,
                 Err(_) => {
                     f.done = true;
-                    return Some((Ok(Event::default().event("error").data("the log could not be read")), f));
+                    return Some((
+                        Ok(Event::default()
+                            .event("error")
+                            .data("the log could not be read")),
+                        f,
+                    ));
                 }
             };
             f.offset = chunk.next_offset;
             if !chunk.lines.is_empty() {
-                let lines: Vec<api::LogLine> = chunk.lines.into_iter().map(convert::log_line).collect();
+                let lines: Vec<api::LogLine> =
+                    chunk.lines.into_iter().map(convert::log_line).collect();
                 let data = serde_json::to_string(&lines).unwrap_or_else(|_| "[]".into());
-                return Some((Ok(Event::default().event("lines").id(f.offset.to_string()).data(data)), f));
+                return Some((
+                    Ok(Event::default()
+                        .event("lines")
+                        .id(f.offset.to_string())
+                        .data(data)),
+                    f,
+                ));
             }
             if was_finished {
                 f.done = true;
-                let status = f.state.engine.store().run(f.run).await.map(|r| r.status.as_str()).unwrap_or("unknown");
+                let status = f
+                    .state
+                    .engine
+                    .store()
+                    .run(f.run)
+                    .await
+                    .map(|r| r.status.as_str())
+                    .unwrap_or("unknown");
                 return Some((Ok(Event::default().event("end").data(status)), f));
             }
             if f.state.shutting_down() {
                 // Open streams must not hold up a graceful shutdown.
                 f.done = true;
-                return Some((Ok(Event::default().event("shutdown").data("the server is shutting down")), f));
+                return Some((
+                    Ok(Event::default()
+                        .event("shutdown")
+                        .data("the server is shutting down")),
+                    f,
+                ));
             }
             if f.updates.is_none() {
                 f.updates = f.state.engine.log_updates(f.run);

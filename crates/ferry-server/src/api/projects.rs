@@ -15,15 +15,22 @@ use crate::AppState;
 pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if valid {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_name",
-            format!("{what} name `{name}` must match [a-z0-9][a-z0-9_-]* and be at most 63 characters"),
+            format!(
+                "{what} name `{name}` must match [a-z0-9][a-z0-9_-]* and be at most 63 characters"
+            ),
         ))
     }
 }
@@ -38,20 +45,42 @@ pub(crate) async fn projects_create(
 ) -> ApiResult<(StatusCode, axum::Json<api::Project>)> {
     let result = async {
         check_name("project", &body.name)?;
-        ferry_engine::git::check_remote(&body.repo).await.map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "repo_unreachable", format!("repository `{}` is not reachable: {e}", body.repo))
-        })?;
-        Ok(state.engine.store().create_project(&identity.actor(), &body.name, &body.repo).await?)
+        ferry_engine::git::check_remote(&body.repo)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "repo_unreachable",
+                    format!("repository `{}` is not reachable: {e}", body.repo),
+                )
+            })?;
+        Ok(state
+            .engine
+            .store()
+            .create_project(&identity.actor(), &body.name, &body.repo)
+            .await?)
     }
     .await;
-    let project = audit_failure(&state, &identity, "project.create", &format!("project/{}", body.name), result).await?;
+    let project = audit_failure(
+        &state,
+        &identity,
+        "project.create",
+        &format!("project/{}", body.name),
+        result,
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(convert::project(project))))
 }
 
 #[utoipa::path(get, path = "/api/v1/projects", responses((status = 200, body = Vec<api::Project>)))]
-pub(crate) async fn projects_list(State(state): State<AppState>, _identity: Identity) -> ApiResult<axum::Json<Vec<api::Project>>> {
+pub(crate) async fn projects_list(
+    State(state): State<AppState>,
+    _identity: Identity,
+) -> ApiResult<axum::Json<Vec<api::Project>>> {
     let projects = state.engine.store().list_projects().await?;
-    Ok(axum::Json(projects.into_iter().map(convert::project).collect()))
+    Ok(axum::Json(
+        projects.into_iter().map(convert::project).collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{project}", params(("project" = String, Path)),
@@ -61,7 +90,9 @@ pub(crate) async fn projects_get(
     _identity: Identity,
     Path(project): Path<String>,
 ) -> ApiResult<axum::Json<api::Project>> {
-    Ok(axum::Json(convert::project(state.engine.store().project(&project).await?)))
+    Ok(axum::Json(convert::project(
+        state.engine.store().project(&project).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -81,12 +112,20 @@ pub(crate) async fn pipelines_list(
     Path(project): Path<String>,
     Query(query): Query<RefQuery>,
 ) -> ApiResult<axum::Json<api::PipelineList>> {
-    let (commit, pipelines) = state.engine.pipelines(&project, query.git_ref.as_deref()).await?;
+    let (commit, pipelines) = state
+        .engine
+        .pipelines(&project, query.git_ref.as_deref())
+        .await?;
     Ok(axum::Json(api::PipelineList {
         commit,
         pipelines: pipelines
             .into_iter()
-            .map(|p| api::Pipeline { name: p.name, path: p.path, environments: p.environments, errors: p.errors })
+            .map(|p| api::Pipeline {
+                name: p.name,
+                path: p.path,
+                environments: p.environments,
+                errors: p.errors,
+            })
             .collect(),
     }))
 }

@@ -22,8 +22,23 @@ pub(crate) async fn runs_create(
     Path(project): Path<String>,
     Json(body): Json<api::RunCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<api::Run>)> {
-    let result = state.engine.trigger(&identity.actor(), &project, body.git_ref.as_deref(), body.pipeline.as_deref()).await;
-    let run = audit_failure(&state, &identity, "run.create", &format!("project/{project}"), result.map_err(ApiError::from)).await?;
+    let result = state
+        .engine
+        .trigger(
+            &identity.actor(),
+            &project,
+            body.git_ref.as_deref(),
+            body.pipeline.as_deref(),
+        )
+        .await;
+    let run = audit_failure(
+        &state,
+        &identity,
+        "run.create",
+        &format!("project/{project}"),
+        result.map_err(ApiError::from),
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(convert::run(run))))
 }
 
@@ -52,10 +67,18 @@ pub(crate) async fn runs_list(
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
     let status = match &query.status {
-        Some(s) => Some(s.parse::<RunStatus>().map_err(|e| ApiError::bad_request(e.to_string()))?),
+        Some(s) => Some(
+            s.parse::<RunStatus>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
         None => None,
     };
-    let filter = RunFilter { project: query.project, status, before: query.before.map(RunId), limit: limit + 1 };
+    let filter = RunFilter {
+        project: query.project,
+        status,
+        before: query.before.map(RunId),
+        limit: limit + 1,
+    };
     let mut runs = state.engine.store().list_runs(&filter).await?;
     let next_before = if runs.len() as i64 > limit {
         runs.truncate(limit as usize);
@@ -63,13 +86,20 @@ pub(crate) async fn runs_list(
     } else {
         None
     };
-    Ok(axum::Json(api::RunPage { runs: runs.into_iter().map(convert::run).collect(), next_before }))
+    Ok(axum::Json(api::RunPage {
+        runs: runs.into_iter().map(convert::run).collect(),
+        next_before,
+    }))
 }
 
 /// A run with its stages, actions, plan summaries and approvals.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", params(("id" = i64, Path)),
     responses((status = 200, body = api::RunDetail), (status = 404, body = api::ErrorBody)))]
-pub(crate) async fn runs_get(State(state): State<AppState>, _identity: Identity, Path(id): Path<i64>) -> ApiResult<axum::Json<api::RunDetail>> {
+pub(crate) async fn runs_get(
+    State(state): State<AppState>,
+    _identity: Identity,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<api::RunDetail>> {
     let detail = state.engine.store().run_detail(RunId(id)).await?;
     Ok(axum::Json(convert::run_detail(detail)))
 }
@@ -77,9 +107,24 @@ pub(crate) async fn runs_get(State(state): State<AppState>, _identity: Identity,
 /// Cancels a run; its running action is terminated.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", params(("id" = i64, Path)),
     responses((status = 200, body = api::Run), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
-pub(crate) async fn runs_cancel(State(state): State<AppState>, identity: Identity, Path(id): Path<i64>) -> ApiResult<axum::Json<api::Run>> {
-    let result = state.engine.cancel(&identity.actor(), RunId(id)).await.map_err(ApiError::from);
-    let run = audit_failure(&state, &identity, "run.cancel", &format!("run/{id}"), result).await?;
+pub(crate) async fn runs_cancel(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<api::Run>> {
+    let result = state
+        .engine
+        .cancel(&identity.actor(), RunId(id))
+        .await
+        .map_err(ApiError::from);
+    let run = audit_failure(
+        &state,
+        &identity,
+        "run.cancel",
+        &format!("run/{id}"),
+        result,
+    )
+    .await?;
     Ok(axum::Json(convert::run(run)))
 }
 
@@ -97,9 +142,25 @@ pub(crate) async fn approvals_create(
         if body.comment.trim().is_empty() {
             return Err(ApiError::bad_request("a comment is required"));
         }
-        Ok(state.engine.decide(&identity.actor(), RunId(id), &body.environment, decision, body.comment.trim()).await?)
+        Ok(state
+            .engine
+            .decide(
+                &identity.actor(),
+                RunId(id),
+                &body.environment,
+                decision,
+                body.comment.trim(),
+            )
+            .await?)
     }
     .await;
-    let run = audit_failure(&state, &identity, "run.decide", &format!("run/{id}"), result).await?;
+    let run = audit_failure(
+        &state,
+        &identity,
+        "run.decide",
+        &format!("run/{id}"),
+        result,
+    )
+    .await?;
     Ok(axum::Json(convert::run(run)))
 }

@@ -14,33 +14,48 @@ use crate::AppState;
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", security(), responses((status = 200, body = api::Health)))]
 pub(crate) async fn healthz() -> Json<api::Health> {
-    Json(api::Health { status: "ok".into() })
+    Json(api::Health {
+        status: "ok".into(),
+    })
 }
 
 /// The server can serve requests: its database answers and it is not shutting down.
 #[utoipa::path(get, path = "/readyz", security(), responses((status = 200, body = api::Health), (status = 503, body = api::ErrorBody)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<api::Health>> {
     if state.shutting_down() {
-        return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        ));
     }
-    state
-        .engine
-        .store()
-        .ping()
-        .await
-        .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string()))?;
-    Ok(Json(api::Health { status: "ready".into() }))
+    state.engine.store().ping().await.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(api::Health {
+        status: "ready".into(),
+    }))
 }
 
 /// The identity of the calling token.
 #[utoipa::path(get, path = "/api/v1/whoami", responses((status = 200, body = api::Whoami), (status = 401, body = api::ErrorBody)))]
 pub(crate) async fn whoami(identity: Identity) -> Json<api::Whoami> {
-    Json(api::Whoami { name: identity.name, admin: identity.admin })
+    Json(api::Whoami {
+        name: identity.name,
+        admin: identity.admin,
+    })
 }
 
 /// Who holds each environment, and which runs wait for it.
 #[utoipa::path(get, path = "/api/v1/queue", responses((status = 200, body = Vec<api::EnvironmentQueue>)))]
-pub(crate) async fn queue(State(state): State<AppState>, _identity: Identity) -> ApiResult<Json<Vec<api::EnvironmentQueue>>> {
+pub(crate) async fn queue(
+    State(state): State<AppState>,
+    _identity: Identity,
+) -> ApiResult<Json<Vec<api::EnvironmentQueue>>> {
     let queue = state.engine.store().queue().await?;
     Ok(Json(
         queue
@@ -61,7 +76,13 @@ pub(crate) async fn queue(State(state): State<AppState>, _identity: Identity) ->
 pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let counts = state.engine.store().run_counts().await?;
     let body = state.metrics.render(&counts);
-    Ok(([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body))
+    Ok((
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    ))
 }
 
 /// The OpenAPI document of this API.

@@ -12,7 +12,12 @@ use crate::extract::{Json, Path};
 use crate::AppState;
 
 /// Audits a refused admin request before answering it.
-async fn require_admin(state: &AppState, identity: &Identity, action: &str, target: &str) -> ApiResult<()> {
+async fn require_admin(
+    state: &AppState,
+    identity: &Identity,
+    action: &str,
+    target: &str,
+) -> ApiResult<()> {
     if let Err(denied) = identity.require_admin() {
         let entry = AuditEntry::new(action, target).outcome("denied");
         state.engine.store().audit(&identity.actor(), entry).await?;
@@ -34,15 +39,34 @@ pub(crate) async fn tokens_create(
     let new = ferry_secrets::generate_token();
     let result = async {
         super::projects::check_name("token", &body.name)?;
-        Ok(state.engine.store().create_token(&identity.actor(), &body.name, &new.hash, &new.hint, body.admin).await?)
+        Ok(state
+            .engine
+            .store()
+            .create_token(
+                &identity.actor(),
+                &body.name,
+                &new.hash,
+                &new.hint,
+                body.admin,
+            )
+            .await?)
     }
     .await;
     let token = audit_failure(&state, &identity, "token.create", &target, result).await?;
-    Ok((StatusCode::CREATED, axum::Json(api::TokenCreated { token: convert::token(token), secret: new.plaintext })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(api::TokenCreated {
+            token: convert::token(token),
+            secret: new.plaintext,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = Vec<api::Token>), (status = 403, body = api::ErrorBody)))]
-pub(crate) async fn tokens_list(State(state): State<AppState>, identity: Identity) -> ApiResult<axum::Json<Vec<api::Token>>> {
+pub(crate) async fn tokens_list(
+    State(state): State<AppState>,
+    identity: Identity,
+) -> ApiResult<axum::Json<Vec<api::Token>>> {
     identity.require_admin()?;
     let tokens = state.engine.store().list_tokens().await?;
     Ok(axum::Json(tokens.into_iter().map(convert::token).collect()))
@@ -51,10 +75,19 @@ pub(crate) async fn tokens_list(State(state): State<AppState>, identity: Identit
 /// Revokes a token: it stops working at once.
 #[utoipa::path(delete, path = "/api/v1/tokens/{name}", params(("name" = String, Path)),
     responses((status = 200, body = api::Token), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
-pub(crate) async fn tokens_revoke(State(state): State<AppState>, identity: Identity, Path(name): Path<String>) -> ApiResult<axum::Json<api::Token>> {
+pub(crate) async fn tokens_revoke(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<api::Token>> {
     let target = format!("token/{name}");
     require_admin(&state, &identity, "token.revoke", &target).await?;
-    let result = state.engine.store().revoke_token(&identity.actor(), &name).await.map_err(ApiError::from);
+    let result = state
+        .engine
+        .store()
+        .revoke_token(&identity.actor(), &name)
+        .await
+        .map_err(ApiError::from);
     let token = audit_failure(&state, &identity, "token.revoke", &target, result).await?;
     Ok(axum::Json(convert::token(token)))
 }
