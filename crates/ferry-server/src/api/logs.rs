@@ -50,6 +50,40 @@ async fn read(
         .map_err(ApiError::internal)
 }
 
+/// The size of the run's log file (0 while it does not exist).
+async fn log_len(state: &AppState, run: RunId) -> ApiResult<u64> {
+    match tokio::fs::metadata(state.engine.log_path(run)).await {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Offsets must be 0 or a `next_offset` handed out earlier, which always follows a record's
+/// newline. Anything else would have the reader parse half a record: the client's mistake,
+/// answered with a 400 rather than a "corrupt log" 500. An offset past the end is allowed
+/// (it reads as an empty page).
+async fn check_offset(state: &AppState, run: RunId, offset: u64) -> ApiResult<()> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    if offset == 0 || offset > log_len(state, run).await? {
+        return Ok(());
+    }
+    let mut file = tokio::fs::File::open(state.engine.log_path(run))
+        .await
+        .map_err(ApiError::internal)?;
+    file.seek(std::io::SeekFrom::Start(offset - 1))
+        .await
+        .map_err(ApiError::internal)?;
+    if file.read_u8().await.map_err(ApiError::internal)? == b'\n' {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "invalid_offset",
+        format!("offset {offset} is not a record boundary; pass 0 or a `next_offset` from an earlier page"),
+    ))
+}
+
 /// A page of a run's log.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/logs", params(("id" = i64, Path), LogQuery),
     responses((status = 200, body = api::LogPage), (status = 404, body = api::ErrorBody)))]
@@ -66,8 +100,13 @@ pub(crate) async fn logs_get(
     }
     // Decide completeness before reading, so a line written in between is never missed.
     let was_finished = finished(&state, run).await?;
-    let chunk = read(&state, run, query.offset.unwrap_or(0), limit, query.action).await?;
-    let complete = was_finished && chunk.lines.len() < limit;
+    let offset = query.offset.unwrap_or(0);
+    check_offset(&state, run, offset).await?;
+    let chunk = read(&state, run, offset, limit, query.action).await?;
+    // A page short of `limit` is not necessarily the last: a read stops after about 1 MiB
+    // (and, with `action`, may skip other actions' lines). Complete means the page reached
+    // the end of a log that can no longer grow.
+    let complete = was_finished && chunk.next_offset >= log_len(&state, run).await?;
     Ok(axum::Json(api::LogPage {
         lines: chunk.lines.into_iter().map(convert::log_line).collect(),
         next_offset: chunk.next_offset,
@@ -94,6 +133,7 @@ pub(crate) async fn logs_stream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let offset = resume.or(query.offset).unwrap_or(0);
+    check_offset(&state, run, offset).await?;
     let action = query.action;
     let updates = state.engine.log_updates(run);
     let start = Follow {
@@ -122,6 +162,7 @@ pub(crate) async fn logs_stream(
                     ));
                 }
             };
+            let advanced = chunk.next_offset > f.offset;
             f.offset = chunk.next_offset;
             if !chunk.lines.is_empty() {
                 let lines: Vec<api::LogLine> =
@@ -134,6 +175,10 @@ pub(crate) async fn logs_stream(
                         .data(data)),
                     f,
                 ));
+            }
+            if advanced {
+                // Only other actions' lines in this read (`action` filter): read on.
+                continue;
             }
             if was_finished {
                 f.done = true;

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Ferry API", description = "Continuous delivery for Terraform and OpenTofu."),
     paths(
-        system::healthz, system::readyz, system::whoami, system::queue,
+        system::healthz, system::readyz, system::metrics, system::openapi, system::whoami, system::queue,
         projects::projects_create, projects::projects_list, projects::projects_get, projects::pipelines_list,
         runs::runs_create, runs::runs_list, runs::runs_get, runs::runs_cancel, runs::approvals_create,
         logs::logs_get, logs::logs_stream,

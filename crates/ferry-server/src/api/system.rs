@@ -73,6 +73,8 @@ pub(crate) async fn queue(
 }
 
 /// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", security(),
+    responses((status = 200, description = "Prometheus/OpenMetrics text exposition", content_type = "application/openmetrics-text")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let counts = state.engine.store().run_counts().await?;
     let body = state.metrics.render(&counts);
@@ -86,6 +88,8 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
 }
 
 /// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", security(),
+    responses((status = 200, description = "This OpenAPI document", content_type = "application/json")))]
 pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(super::ApiDoc::openapi())
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 /// their processes are terminated by the graceful shutdown rather than left behind.
 pub(crate) struct TestServer {
     pub(crate) url: String,
-    pub(crate) data: tempfile::TempDir,
+    data: Option<tempfile::TempDir>,
     pub(crate) admin: Client,
     pub(crate) http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -37,22 +37,44 @@ impl Answer {
     /// Asserts this is an error answer with `status` and `code` in the standard JSON shape.
     #[track_caller]
     pub(crate) fn assert_error(&self, status: u16, code: &str) -> ErrorBody {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
-        let body: ErrorBody = serde_json::from_value(self.json.clone())
-            .unwrap_or_else(|e| panic!("error body is not {{code, message}} JSON ({e}): {:?}", self.text));
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        let body: ErrorBody = serde_json::from_value(self.json.clone()).unwrap_or_else(|e| {
+            panic!(
+                "error body is not {{code, message}} JSON ({e}): {:?}",
+                self.text
+            )
+        });
         assert_eq!(body.code, code, "unexpected code; body: {}", self.text);
-        assert!(!body.message.trim().is_empty(), "empty message: {}", self.text);
+        assert!(
+            !body.message.trim().is_empty(),
+            "empty message: {}",
+            self.text
+        );
         body
     }
 }
 
 impl TestServer {
     pub(crate) async fn start() -> TestServer {
-        let data = tempfile::Builder::new().prefix("ferry-api-test-").tempdir().expect("temp dir");
-        let passthrough_env = ["HOME", "USER", "LANG", "TMPDIR", "TF_CLI_CONFIG_FILE", "TF_PLUGIN_CACHE_DIR"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-            .collect();
+        let data = tempfile::Builder::new()
+            .prefix("ferry-api-test-")
+            .tempdir()
+            .expect("temp dir");
+        let passthrough_env = [
+            "HOME",
+            "USER",
+            "LANG",
+            "TMPDIR",
+            "TF_CLI_CONFIG_FILE",
+            "TF_PLUGIN_CACHE_DIR",
+        ]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: data.path().to_owned(),
@@ -68,9 +90,23 @@ impl TestServer {
         let serving = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        let token = std::fs::read_to_string(ferry_server::admin_token_path(data.path())).expect("admin.token written");
+        let token = std::fs::read_to_string(ferry_server::admin_token_path(data.path()))
+            .expect("admin.token written");
         let admin = Client::new(&url, token.trim());
-        TestServer { url, data, admin, http: reqwest::Client::new(), stop: Some(stop), serving: Some(serving), repos: Vec::new() }
+        TestServer {
+            url,
+            data: Some(data),
+            admin,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            serving: Some(serving),
+            repos: Vec::new(),
+        }
+    }
+
+    /// The server's data dir.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self.data.as_ref().expect("data dir").path()
     }
 
     pub(crate) fn admin_token(&self) -> &str {
@@ -78,7 +114,12 @@ impl TestServer {
     }
 
     /// Gracefully stops the server and waits until it has.
-    pub(crate) async fn stop(mut self) {
+    pub(crate) async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server and hands over its data dir (deleted when the result is dropped).
+    pub(crate) async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -89,13 +130,17 @@ impl TestServer {
                 .expect("serve task")
                 .expect("serve result");
         }
+        self.data.take().expect("data dir")
     }
 
     /// A client acting as a new named, non-admin identity.
     pub(crate) async fn user(&self, name: &str) -> Client {
         let created = self
             .admin
-            .tokens_create(&ferry_api::TokenCreate { name: name.to_owned(), admin: false })
+            .tokens_create(&ferry_api::TokenCreate {
+                name: name.to_owned(),
+                admin: false,
+            })
             .await
             .expect("create token");
         Client::new(&self.url, &created.secret)
@@ -110,7 +155,10 @@ impl TestServer {
         repo.commit("initial");
         let project = self
             .admin
-            .projects_create(&ProjectCreate { name: name.to_owned(), repo: repo.path().to_string_lossy().into_owned() })
+            .projects_create(&ProjectCreate {
+                name: name.to_owned(),
+                repo: repo.path().to_string_lossy().into_owned(),
+            })
             .await
             .expect("register project");
         assert_eq!(project.name, name);
@@ -120,10 +168,17 @@ impl TestServer {
 
     /// A raw request with the admin token. `body` is sent as JSON when given.
     pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        self.call_as(Some(self.admin_token()), method, path, body).await
+        self.call_as(Some(self.admin_token()), method, path, body)
+            .await
     }
 
-    pub(crate) async fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> Answer {
+    pub(crate) async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(token) = token {
@@ -136,7 +191,13 @@ impl TestServer {
     }
 
     /// A raw request with the admin token and an arbitrary body and content type.
-    pub(crate) async fn call_raw(&self, method: &str, path: &str, content_type: &str, body: &str) -> Answer {
+    pub(crate) async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let req = self
             .http
@@ -150,26 +211,36 @@ impl TestServer {
     /// Polls the run until `done` holds for it, or panics after `timeout` showing the run.
     /// Uses the shared `wait_for` fixture on a blocking-allowed section of the runtime, so
     /// the in-process server keeps serving meanwhile.
-    pub(crate) async fn wait_run(&self, id: i64, what: &str, timeout: Duration, done: impl Fn(&RunDetail) -> bool) -> RunDetail {
+    pub(crate) async fn wait_run(
+        &self,
+        id: i64,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&RunDetail) -> bool,
+    ) -> RunDetail {
         let handle = tokio::runtime::Handle::current();
         let client = self.admin.clone();
         let mut last = None;
         let found = tokio::task::block_in_place(|| {
             let deadline = std::time::Instant::now() + timeout;
-            ferry_test_support::wait_for(&format!("run {id}: {what}"), timeout + Duration::from_secs(1), || {
-                let detail = handle.block_on(client.runs_get(id)).expect("get run");
-                if done(&detail) {
-                    return Some(detail);
-                }
-                let finished_elsewhere = detail.run.is_finished();
-                last = Some(detail);
-                // Fail fast (with the run in the message) rather than time out on a run that
-                // ended in some other way, or at the deadline.
-                if finished_elsewhere || std::time::Instant::now() >= deadline {
-                    panic!("run {id} never reached `{what}`; last seen: {:#?}", last);
-                }
-                None
-            })
+            ferry_test_support::wait_for(
+                &format!("run {id}: {what}"),
+                timeout + Duration::from_secs(1),
+                || {
+                    let detail = handle.block_on(client.runs_get(id)).expect("get run");
+                    if done(&detail) {
+                        return Some(detail);
+                    }
+                    let finished_elsewhere = detail.run.is_finished();
+                    last = Some(detail);
+                    // Fail fast (with the run in the message) rather than time out on a run that
+                    // ended in some other way, or at the deadline.
+                    if finished_elsewhere || std::time::Instant::now() >= deadline {
+                        panic!("run {id} never reached `{what}`; last seen: {:#?}", last);
+                    }
+                    None
+                },
+            )
         });
         found
     }
@@ -177,7 +248,10 @@ impl TestServer {
     /// Waits until the run is in `status` (final or not).
     pub(crate) async fn wait_status(&self, id: i64, status: &str, timeout: Duration) -> RunDetail {
         let want = status.to_owned();
-        self.wait_run(id, &format!("status {status}"), timeout, move |d| d.run.status == want).await
+        self.wait_run(id, &format!("status {status}"), timeout, move |d| {
+            d.run.status == want
+        })
+        .await
     }
 }
 
@@ -195,7 +269,12 @@ async fn answer(req: reqwest::RequestBuilder) -> Answer {
     let headers = resp.headers().clone();
     let text = resp.text().await.expect("body");
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer { status, headers, json, text }
+    Answer {
+        status,
+        headers,
+        json,
+        text,
+    }
 }
 
 /// The status and error body of a failed typed-client call.
@@ -221,14 +300,23 @@ pub(crate) fn prod_only_yaml(name: &str, mode: &str) -> String {
 
 /// Approve-with-comment body.
 pub(crate) fn approve(environment: &str) -> ferry_api::ApprovalCreate {
-    ferry_api::ApprovalCreate { environment: environment.to_owned(), decision: "approve".into(), comment: "looks good".into() }
+    ferry_api::ApprovalCreate {
+        environment: environment.to_owned(),
+        decision: "approve".into(),
+        comment: "looks good".into(),
+    }
 }
 
 pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The one action of kind `command` in the run (panics if there is not exactly one).
 pub(crate) fn command_action(detail: &RunDetail) -> &ferry_api::Action {
-    let found: Vec<&ferry_api::Action> = detail.stages.iter().flat_map(|s| &s.actions).filter(|a| a.kind == "command").collect();
+    let found: Vec<&ferry_api::Action> = detail
+        .stages
+        .iter()
+        .flat_map(|s| &s.actions)
+        .filter(|a| a.kind == "command")
+        .collect();
     assert_eq!(found.len(), 1, "expected one command action: {detail:#?}");
     found[0]
 }
