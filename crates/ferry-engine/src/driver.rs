@@ -62,12 +62,12 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
     };
     let log = RunLog::open(&engine.log_path(run_id)).await?;
     *handle.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(log.subscribe());
-    let workdir = engine.data_dir().join("work").join(format!("run-{run_id}"));
+    let workdir = engine.work_dir(run_id);
     let mut ctx = Ctx {
         spec,
         log,
         workdir,
-        binary: None,
+        binary: handle.checked_binary.clone(),
     };
     let mut changed = engine.inner.changed.subscribe();
     let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed).await;
@@ -782,7 +782,7 @@ async fn prepare_workspace(
         .await;
         let _ = tokio::fs::remove_dir_all(&src).await;
         let project = engine.store().project(&run.project).await?;
-        let mirror = engine.sync_project(&project).await?;
+        let mirror = engine.mirror_with(&project, &run.commit_sha).await?;
         mirror.checkout(&run.commit_sha, &src).await?;
     }
     let tf_dir = src.join(&ctx.spec.terraform.dir);

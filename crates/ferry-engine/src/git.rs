@@ -171,6 +171,21 @@ impl Mirror {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// Whether the mirror holds `commit` (a full commit id).
+    pub async fn has_commit(&self, commit: &str) -> bool {
+        if check_ref(commit).is_err() {
+            return false;
+        }
+        let spec = format!("{commit}^{{commit}}");
+        git(
+            "cat-file",
+            &["cat-file", "-e", "--end-of-options", &spec],
+            Some(&self.path),
+        )
+        .await
+        .is_ok()
+    }
+
     /// A fresh working copy of exactly `commit` at `dest` (which must not exist).
     pub async fn checkout(&self, commit: &str, dest: &Path) -> Result<(), GitError> {
         if let Some(parent) = dest.parent() {

@@ -101,6 +101,9 @@ struct RunHandle {
     cancel: CancellationToken,
     reason: Mutex<Option<StopReason>>,
     log: Mutex<Option<watch::Receiver<u64>>>,
+    /// The binary the trigger found and version-checked moments before, so the driver does
+    /// not pay for a second `terraform version` (`None` for a run resumed after a restart).
+    checked_binary: Option<PathBuf>,
 }
 
 struct Inner {
@@ -153,6 +156,15 @@ impl Engine {
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
+    }
+
+    /// A run's checkout and Terraform data; every action runs inside it.
+    pub(crate) fn work_dir(&self, run: RunId) -> PathBuf {
+        self.inner
+            .config
+            .data_dir
+            .join("work")
+            .join(format!("run-{run}"))
     }
 
     /// The append-only log file of a run.
@@ -208,6 +220,24 @@ impl Engine {
         let lock = self.repo_lock(project.id);
         let _guard = lock.lock().await;
         Ok(git::Mirror::sync(&project.repo, &self.mirror_path(project.id)).await?)
+    }
+
+    /// The project's mirror, for checking out `commit`: fetched only when it lacks the commit
+    /// (the trigger fetched it moments ago, so usually it has it).
+    pub(crate) async fn mirror_with(
+        &self,
+        project: &ferry_store::Project,
+        commit: &str,
+    ) -> Result<git::Mirror> {
+        let lock = self.repo_lock(project.id);
+        let _guard = lock.lock().await;
+        let mirror = git::Mirror {
+            path: self.mirror_path(project.id),
+        };
+        if mirror.path.join("HEAD").exists() && mirror.has_commit(commit).await {
+            return Ok(mirror);
+        }
+        Ok(git::Mirror::sync(&project.repo, &mirror.path).await?)
     }
 
     /// The project, its refreshed mirror, the ref (default: the default branch) and the
@@ -312,7 +342,7 @@ impl Engine {
                 path,
             });
         }
-        terraform::check_binary(&spec.terraform, &self.inner.config.path_var).await?;
+        let binary = terraform::check_binary(&spec.terraform, &self.inner.config.path_var).await?;
         let new = NewRun {
             project_id: project.id,
             pipeline: spec.name.clone(),
@@ -325,7 +355,7 @@ impl Engine {
         };
         let run = self.inner.store.create_run(actor, &new).await?;
         tracing::info!(run = %run.id, project = %run.project, number = %run.number, "run created");
-        self.spawn_driver(run.id);
+        self.spawn_driver(run.id, Some(binary.path));
         self.notify_changed();
         Ok(run)
     }
@@ -427,12 +457,15 @@ impl Engine {
         let mut interrupted = std::collections::BTreeMap::new();
         for orphan in store.orphan_actions().await? {
             if let (Some(pid), Some(start)) = (orphan.pid, orphan.pid_start_time) {
-                let killed = ferry_executor::kill_recorded_group(
-                    pid as u32,
-                    start as u64,
-                    self.inner.config.kill_grace,
-                )
-                .await;
+                let grace = self.inner.config.kill_grace;
+                let killed = ferry_executor::kill_recorded_group(pid as u32, start as u64, grace)
+                    .await
+                    || ferry_executor::kill_leaderless_group(
+                        pid as u32,
+                        &self.work_dir(orphan.run_id),
+                        grace,
+                    )
+                    .await;
                 tracing::warn!(run = %orphan.run_id, action = %orphan.action, pid, killed, "killed the process group of an interrupted action");
             }
             interrupted.insert(orphan.run_id, ());
@@ -450,7 +483,7 @@ impl Engine {
                     .await?;
                 tracing::warn!(run = %run.id, "run interrupted by a server stop");
             } else {
-                self.spawn_driver(run.id);
+                self.spawn_driver(run.id, None);
             }
         }
         self.notify_changed();
@@ -488,11 +521,12 @@ impl Engine {
         }
     }
 
-    fn spawn_driver(&self, run: RunId) {
+    fn spawn_driver(&self, run: RunId, checked_binary: Option<PathBuf>) {
         let handle = Arc::new(RunHandle {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
             log: Mutex::new(None),
+            checked_binary,
         });
         {
             let mut runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());

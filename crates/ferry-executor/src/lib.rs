@@ -19,6 +19,6 @@ pub use filter::{Identity, OutputFilter};
 pub use lines::MAX_LINE;
 pub use log::{read_log, ActionLog, LogChunk, LogLine, RunLog, Stream};
 pub use process::{
-    kill_recorded_group, process_start_time, spawn, ActionSpec, Command, Outcome, Running,
-    DEFAULT_KILL_GRACE,
+    kill_leaderless_group, kill_recorded_group, process_start_time, spawn, ActionSpec, Command,
+    Outcome, Running, DEFAULT_KILL_GRACE,
 };

@@ -638,21 +638,52 @@ fn group_alive(pgid: u32) -> bool {
 /// group was found and signalled.
 ///
 /// If the leader itself is already gone, its leftover group members cannot be
-/// told apart from a later group that reused the pid, so nothing is killed.
+/// told apart from a later group that reused the pid, so nothing is killed here;
+/// see [`kill_leaderless_group`].
 pub async fn kill_recorded_group(pid: u32, start_time: u64, grace: Duration) -> bool {
     match read_stat(pid) {
         Some(s) if s.start_time == start_time && s.pgrp == pid => {}
         _ => return false,
     }
-    if !signal_group(pid, Signal::SIGTERM) {
+    terminate_group(pid, grace).await
+}
+
+/// Ends what is left of a recorded process group whose leader already exited: a
+/// `terraform apply` whose server was killed dies on its next write to the dead
+/// pipe, while the commands it started (`local-exec`, plugins) stay in the group.
+/// The group id alone could belong to a later group that reused it, so the group
+/// is signalled only if one of its members works inside `workdir` (the action's
+/// own directory): a group id is not reused while the group has members, so that
+/// member proves the whole group is the action's. Returns whether it was signalled.
+pub async fn kill_leaderless_group(pgid: u32, workdir: &Path, grace: Duration) -> bool {
+    let workdir = std::fs::canonicalize(workdir).unwrap_or_else(|_| workdir.to_owned());
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let ours = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            read_stat(*pid).is_some_and(|s| s.pgrp == pgid && s.state != 'Z' && s.state != 'X')
+        })
+        .any(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(&workdir))
+        });
+    ours && terminate_group(pgid, grace).await
+}
+
+/// SIGTERM to the group, SIGKILL after `grace`; whether the group was signalled.
+async fn terminate_group(pgid: u32, grace: Duration) -> bool {
+    if !signal_group(pgid, Signal::SIGTERM) {
         return false;
     }
-    if wait_group_gone(pid, Instant::now() + grace).await {
+    if wait_group_gone(pgid, Instant::now() + grace).await {
         return true;
     }
     // With the group still alive its id cannot have been reused.
-    if signal_group(pid, Signal::SIGKILL) {
-        wait_group_gone(pid, Instant::now() + Duration::from_secs(1)).await;
+    if signal_group(pgid, Signal::SIGKILL) {
+        wait_group_gone(pgid, Instant::now() + Duration::from_secs(1)).await;
     }
     true
 }

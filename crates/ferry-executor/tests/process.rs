@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::{alive, group_members, printed_pids, run, shell, PATH};
 use ferry_executor::{
-    kill_recorded_group, process_start_time, read_log, spawn, ActionSpec, Command, Identity,
-    Outcome, OutputFilter, RunLog, Stream,
+    kill_leaderless_group, kill_recorded_group, process_start_time, read_log, spawn, ActionSpec,
+    Command, Identity, Outcome, OutputFilter, RunLog, Stream,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -402,6 +402,35 @@ async fn kill_recorded_group_checks_start_time() {
     assert_eq!(outcome, Outcome::Signaled(15));
     assert_eq!(process_start_time(pid), None);
     assert!(!kill_recorded_group(pid, start_time, Duration::from_secs(1)).await);
+}
+
+#[tokio::test]
+async fn kill_leaderless_group_only_kills_a_group_working_in_the_action_dir() {
+    use std::os::unix::process::CommandExt;
+    // A group whose leader is gone (as after `kill -9` of the server, when Terraform dies
+    // on the dead pipe) with a child left behind in the action's directory.
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut leader = std::process::Command::new("/bin/sh")
+        .args(["-c", "sleep 1000 & exit 0"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = leader.id();
+    assert!(leader.wait().unwrap().success());
+    assert_eq!(process_start_time(pgid), None, "the leader is gone");
+    assert_eq!(group_members(pgid).len(), 1, "the sleep is left");
+
+    assert!(!kill_leaderless_group(pgid, other.path(), Duration::from_secs(1)).await);
+    assert_eq!(group_members(pgid).len(), 1, "not ours: left alone");
+
+    assert!(kill_leaderless_group(pgid, dir.path(), Duration::from_secs(5)).await);
+    assert_eq!(group_members(pgid), Vec::<u32>::new());
+    assert!(!kill_leaderless_group(pgid, dir.path(), Duration::from_secs(1)).await);
 }
 
 #[tokio::test]

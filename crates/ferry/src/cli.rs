@@ -610,8 +610,13 @@ async fn decide(
     if json {
         print_json(&run)?;
     } else {
+        let done = if decision == "approve" {
+            "approved"
+        } else {
+            "rejected"
+        };
         println!(
-            "run {}: {decision}d in {}; run is {}",
+            "run {}: {done} in {}; run is {}",
             run.id, body.environment, run.status
         );
     }
