@@ -214,9 +214,13 @@ async fn close_children(
     Ok(())
 }
 
-fn run_audit(action: &str, run: &Run) -> AuditEntry {
-    AuditEntry::new(action, format!("run/{}", run.id))
-        .details(serde_json::json!({ "project": run.project, "pipeline": run.pipeline, "number": run.number.0 }))
+/// An audit entry about a run: its project, pipeline and number, plus `extra` details.
+fn run_audit(action: &str, run: &Run, extra: serde_json::Value) -> AuditEntry {
+    let mut details = serde_json::json!({ "project": run.project, "pipeline": run.pipeline, "number": run.number.0 });
+    if let (Some(into), serde_json::Value::Object(from)) = (details.as_object_mut(), extra) {
+        into.extend(from);
+    }
+    AuditEntry::new(action, format!("run/{}", run.id)).details(details)
 }
 
 impl Store {
@@ -275,14 +279,11 @@ impl Store {
             }
         }
         let run = load_run(&mut tx, RunId(id)).await?;
-        let entry = run_audit("run.create", &run);
-        let entry = AuditEntry {
-            details: serde_json::json!({
-                "project": run.project, "pipeline": run.pipeline, "number": run.number.0,
-                "ref": run.git_ref, "commit": run.commit_sha,
-            }),
-            ..entry
-        };
+        let entry = run_audit(
+            "run.create",
+            &run,
+            serde_json::json!({ "ref": run.git_ref, "commit": run.commit_sha }),
+        );
         let record = self.audit_in(&mut tx, actor, entry).await?;
         tx.commit().await?;
         self.audit_committed(&record)?;
@@ -398,8 +399,11 @@ impl Store {
         transition_run_in(&mut tx, &run, event, reason).await?;
         let record = match actor {
             Some(actor) => {
-                let entry = run_audit(&format!("run.{}", event.as_str()), &run)
-                    .details(serde_json::json!({ "from": run.status.as_str(), "reason": reason }));
+                let entry = run_audit(
+                    &format!("run.{}", event.as_str()),
+                    &run,
+                    serde_json::json!({ "from": run.status.as_str(), "reason": reason }),
+                );
                 Some(self.audit_in(&mut tx, actor, entry).await?)
             }
             None => None,
@@ -663,9 +667,13 @@ impl Store {
         .get(0);
         if decision == Decision::Approve && !rule.satisfied_by(approvals as u32) {
             // Recorded, but more distinct approvals are needed before the run continues.
-            let entry = run_audit("run.approve", &run).details(serde_json::json!({
-                "environment": environment, "comment": comment, "approvals": approvals, "required": rule.required,
-            }));
+            let entry = run_audit(
+                "run.approve",
+                &run,
+                serde_json::json!({
+                    "environment": environment, "comment": comment, "approvals": approvals, "required": rule.required,
+                }),
+            );
             let record = self.audit_in(&mut tx, actor, entry).await?;
             let run = load_run(&mut tx, run_id).await?;
             tx.commit().await?;
@@ -692,8 +700,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         transition_run_in(&mut tx, &run, run_event, reason.as_deref()).await?;
-        let entry = run_audit(&format!("run.{}", decision.as_str()), &run)
-            .details(serde_json::json!({ "environment": environment, "comment": comment }));
+        let entry = run_audit(
+            &format!("run.{}", decision.as_str()),
+            &run,
+            serde_json::json!({ "environment": environment, "comment": comment }),
+        );
         let record = self.audit_in(&mut tx, actor, entry).await?;
         let run = load_run(&mut tx, run_id).await?;
         tx.commit().await?;
@@ -798,8 +809,11 @@ impl Store {
                 run.id, run.number
             );
             transition_run_in(&mut tx, &old, RunEvent::Supersede, Some(&reason)).await?;
-            let entry = run_audit("run.supersede", &old)
-                .details(serde_json::json!({ "by": run.id.0, "environment": environment }));
+            let entry = run_audit(
+                "run.supersede",
+                &old,
+                serde_json::json!({ "by": run.id.0, "environment": environment }),
+            );
             records.push(self.audit_in(&mut tx, &system, entry).await?);
             superseded.push(old.id);
         }

@@ -11,7 +11,7 @@ use crate::common::{approve, prod_only_yaml, TestServer, RUN_TIMEOUT};
 /// A configuration whose every plan has a change (the timestamp differs), so each run of it
 /// reaches its approval step even after an earlier run applied.
 const ALWAYS_CHANGES_TF: &str =
-    "resource \"terraform_data\" \"stamp\" {\n  triggers_replace = plantimestamp()\n}\n";
+    "resource \"terraform_data\" \"stamp\" {\n  triggers_replace = uuid()\n}\n";
 
 async fn trigger(server: &TestServer, project: &str) -> i64 {
     server

@@ -1,0 +1,365 @@
+//! Behaviour tests of the store on a real SQLite file: transitions checked by the state
+//! machine, environment holds and their fairness, superseding, approval rules, and the audit
+//! chain written in the same transactions. (When the PostgreSQL store lands, these run
+//! against it too.)
+
+use ferry_core::{
+    Actor, ApprovalRule, RunEvent, RunId, RunStatus, StageEvent, StageKind, StageStatus,
+};
+use ferry_secrets::{AuditKey, MasterKey};
+use ferry_store::{Decision, Hold, NewAction, NewRun, NewStage, Store, StoreConfig};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    project: i64,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        path: dir.path().join("ferry.db"),
+        audit_checkpoint: dir.path().join("audit.head"),
+    };
+    let key = MasterKey::from_bytes([7; 32]);
+    let store = Store::open(&config, AuditKey::new(&key)).await.unwrap();
+    let project = store
+        .create_project(&admin(), "net", "/tmp/repo")
+        .await
+        .unwrap()
+        .id;
+    Fixture {
+        _dir: dir,
+        store,
+        project,
+    }
+}
+
+fn admin() -> Actor {
+    Actor {
+        name: "admin".into(),
+        source: "test".into(),
+    }
+}
+
+fn actor(name: &str) -> Actor {
+    Actor {
+        name: name.into(),
+        source: "test".into(),
+    }
+}
+
+fn new_run(project: i64, pipeline: &str) -> NewRun {
+    let stage = |environment: &str, kind| NewStage {
+        environment: environment.into(),
+        kind,
+        actions: vec![NewAction {
+            name: "a".into(),
+            kind: "command".into(),
+            command: Some("true".into()),
+            timeout_ms: 1000,
+        }],
+    };
+    NewRun {
+        project_id: project,
+        pipeline: pipeline.into(),
+        pipeline_path: "ferry.yaml".into(),
+        git_ref: "main".into(),
+        commit_sha: "0".repeat(40),
+        spec_yaml: String::new(),
+        first_environment: "prod".into(),
+        stages: vec![
+            stage("prod", StageKind::Plan),
+            NewStage {
+                environment: "prod".into(),
+                kind: StageKind::Approval,
+                actions: vec![],
+            },
+            stage("prod", StageKind::Apply),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn illegal_transitions_are_refused_and_terminal_runs_close_their_stages() {
+    let f = fixture().await;
+    let run = f
+        .store
+        .create_run(&admin(), &new_run(f.project, "p"))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Queued);
+    let err = f
+        .store
+        .transition_run(run.id, RunEvent::Succeed, None, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot succeed"), "{err}");
+    f.store
+        .transition_run(run.id, RunEvent::Start, None, None)
+        .await
+        .unwrap();
+    let detail = f.store.run_detail(run.id).await.unwrap();
+    f.store
+        .transition_stage(detail.stages[0].id, StageEvent::Start, None)
+        .await
+        .unwrap();
+    let cancelled = f
+        .store
+        .transition_run(run.id, RunEvent::Cancel, Some("stop"), Some(&actor("bob")))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert!(cancelled.finished_at.is_some());
+    let detail = f.store.run_detail(run.id).await.unwrap();
+    let statuses: Vec<_> = detail.stages.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StageStatus::Cancelled,
+            StageStatus::Skipped,
+            StageStatus::Skipped
+        ]
+    );
+    assert!(detail.actions.iter().all(|a| a.status.is_terminal()));
+    // Audited with the run's context and the extra details, in one entry.
+    let records = f.store.audit_records(0, 100).await.unwrap();
+    let cancel = records
+        .iter()
+        .find(|r| r.action == "run.cancel")
+        .expect("cancel audited");
+    assert_eq!(cancel.actor, "bob");
+    assert!(
+        cancel.details.contains("\"project\":\"net\"")
+            && cancel.details.contains("\"reason\":\"stop\""),
+        "{}",
+        cancel.details
+    );
+}
+
+#[tokio::test]
+async fn environments_go_to_waiting_runs_in_arrival_order() {
+    let f = fixture().await;
+    let r1 = f
+        .store
+        .create_run(&admin(), &new_run(f.project, "p"))
+        .await
+        .unwrap()
+        .id;
+    let r2 = f
+        .store
+        .create_run(&admin(), &new_run(f.project, "p"))
+        .await
+        .unwrap()
+        .id;
+    let r3 = f
+        .store
+        .create_run(&admin(), &new_run(f.project, "p"))
+        .await
+        .unwrap()
+        .id;
+    // Runs start queued for their first environment, so nobody can jump the line.
+    assert_eq!(
+        f.store.acquire_environment(r3, "prod").await.unwrap(),
+        Hold::Waiting { holder: None }
+    );
+    assert_eq!(
+        f.store.acquire_environment(r1, "prod").await.unwrap(),
+        Hold::Acquired
+    );
+    assert_eq!(
+        f.store.acquire_environment(r2, "prod").await.unwrap(),
+        Hold::Waiting { holder: Some(r1) }
+    );
+    let queue = f.store.queue().await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].holder.as_ref().map(|h| h.0), Some(r1));
+    assert_eq!(queue[0].waiting, vec![r2, r3]);
+    f.store.release_environment(r1, "prod").await.unwrap();
+    assert_eq!(
+        f.store.acquire_environment(r3, "prod").await.unwrap(),
+        Hold::Waiting { holder: None }
+    );
+    assert_eq!(
+        f.store.acquire_environment(r2, "prod").await.unwrap(),
+        Hold::Acquired
+    );
+    // A different pipeline does not share the environment.
+    let other = f
+        .store
+        .create_run(&admin(), &new_run(f.project, "other"))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        f.store.acquire_environment(other, "prod").await.unwrap(),
+        Hold::Acquired
+    );
+    // A finished run gives up its hold and never acquires again.
+    f.store
+        .transition_run(r2, RunEvent::Cancel, None, Some(&admin()))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.acquire_environment(r2, "prod").await.unwrap(),
+        Hold::RunFinished(RunStatus::Cancelled)
+    );
+    assert_eq!(
+        f.store.acquire_environment(r3, "prod").await.unwrap(),
+        Hold::Acquired
+    );
+}
+
+async fn waiting_for_approval(f: &Fixture, triggered_by: &Actor, pipeline: &str) -> RunId {
+    let run = f
+        .store
+        .create_run(triggered_by, &new_run(f.project, pipeline))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        f.store.acquire_environment(run, "prod").await.unwrap(),
+        Hold::Acquired
+    );
+    f.store
+        .transition_run(run, RunEvent::Start, None, None)
+        .await
+        .unwrap();
+    let stage = f.store.run_detail(run).await.unwrap().stages[1].id;
+    f.store
+        .transition_stage(stage, StageEvent::Start, None)
+        .await
+        .unwrap();
+    f.store.await_approval(run, stage).await.unwrap();
+    run
+}
+
+#[tokio::test]
+async fn a_newer_run_supersedes_one_waiting_for_approval() {
+    let f = fixture().await;
+    let old = waiting_for_approval(&f, &admin(), "p").await;
+    let new = f
+        .store
+        .create_run(&admin(), &new_run(f.project, "p"))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        f.store.supersede_older(new, "prod").await.unwrap(),
+        vec![old]
+    );
+    let old_run = f.store.run(old).await.unwrap();
+    assert_eq!(old_run.status, RunStatus::Superseded);
+    assert!(old_run.reason.unwrap().contains(&format!("run {new}")));
+    assert_eq!(
+        f.store.acquire_environment(new, "prod").await.unwrap(),
+        Hold::Acquired
+    );
+}
+
+#[tokio::test]
+async fn approvals_follow_the_rule() {
+    let f = fixture().await;
+    let alice = actor("alice");
+    let run = waiting_for_approval(&f, &alice, "p").await;
+    let two = ApprovalRule {
+        approvers: vec!["bob".into(), "carol".into(), "alice".into()],
+        required: 2,
+    };
+    let err = f
+        .store
+        .decide(&alice, run, "prod", &two, Decision::Approve, "mine")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ferry_store::Error::Denied(_)), "{err}");
+    let err = f
+        .store
+        .decide(
+            &actor("mallory"),
+            run,
+            "prod",
+            &two,
+            Decision::Approve,
+            "hi",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not among"), "{err}");
+    let after_one = f
+        .store
+        .decide(&actor("bob"), run, "prod", &two, Decision::Approve, "ok")
+        .await
+        .unwrap();
+    assert_eq!(
+        after_one.status,
+        RunStatus::WaitingForApproval,
+        "one of two approvals"
+    );
+    let err = f
+        .store
+        .decide(&actor("bob"), run, "prod", &two, Decision::Approve, "again")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already decided"), "{err}");
+    let after_two = f
+        .store
+        .decide(&actor("carol"), run, "prod", &two, Decision::Approve, "ok")
+        .await
+        .unwrap();
+    assert_eq!(after_two.status, RunStatus::InProgress);
+    let err = f
+        .store
+        .decide(
+            &actor("carol"),
+            run,
+            "staging",
+            &two,
+            Decision::Approve,
+            "x",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ferry_store::Error::Conflict(_)), "{err}");
+
+    let rejected = waiting_for_approval(&f, &alice, "q").await;
+    let anyone = ApprovalRule {
+        approvers: vec![],
+        required: 1,
+    };
+    let run = f
+        .store
+        .decide(
+            &actor("dave"),
+            rejected,
+            "prod",
+            &anyone,
+            Decision::Reject,
+            "too risky",
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.reason.unwrap().contains("too risky"));
+    assert!(f
+        .store
+        .queue()
+        .await
+        .unwrap()
+        .iter()
+        .all(|q| q.holder.as_ref().map(|h| h.0) != Some(rejected)));
+
+    let records = f.store.audit_records(0, 1000).await.unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.actor == "alice" && r.outcome == "denied"),
+        "self-approval is audited"
+    );
+    let report = f
+        .store
+        .verify_audit()
+        .await
+        .unwrap()
+        .expect("chain verifies");
+    assert_eq!(report.entries as usize, records.len());
+}
