@@ -541,8 +541,12 @@ async fn run_action(
     let binary = match &ctx.binary {
         Some(b) => b.clone(),
         None => {
-            let found =
-                terraform::check_binary(&ctx.spec.terraform, &engine.inner.config.path_var).await?;
+            let found = terraform::check_binary(
+                &ctx.spec.terraform,
+                &engine.inner.config.path_var,
+                &engine.inner.versions,
+            )
+            .await?;
             ctx.binary = Some(found.path.clone());
             found.path
         }

@@ -117,6 +117,7 @@ struct Inner {
     // Invariant: at most one git operation per project mirror at a time.
     repo_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     observer: Mutex<Option<ActionObserver>>,
+    versions: terraform::VersionCache,
 }
 
 /// The engine handle. Cheap to clone.
@@ -138,6 +139,7 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 repo_locks: Mutex::new(HashMap::new()),
                 observer: Mutex::new(None),
+                versions: terraform::VersionCache::default(),
             }),
         }
     }
@@ -342,7 +344,12 @@ impl Engine {
                 path,
             });
         }
-        let binary = terraform::check_binary(&spec.terraform, &self.inner.config.path_var).await?;
+        let binary = terraform::check_binary(
+            &spec.terraform,
+            &self.inner.config.path_var,
+            &self.inner.versions,
+        )
+        .await?;
         let new = NewRun {
             project_id: project.id,
             pipeline: spec.name.clone(),

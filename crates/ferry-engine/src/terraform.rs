@@ -45,39 +45,72 @@ pub fn find_binary(name: &str, path_var: &str) -> Option<PathBuf> {
         .find(|p| is_exec(p))
 }
 
+/// Versions of binaries already asked, so that a trigger does not pay for a `terraform
+/// version` process (tens of milliseconds) every time. An entry is keyed by the file's
+/// identity (device, inode, size, modification time), so a replaced or upgraded binary is
+/// asked again, and it expires after [`VersionCache::TTL`] for wrappers (tfenv, asdf shims)
+/// whose answer can change while the file does not.
+#[derive(Debug, Default)]
+pub struct VersionCache {
+    entries: std::sync::Mutex<std::collections::HashMap<PathBuf, CacheEntry>>,
+}
+
+#[derive(Debug, Clone)]
+struct CacheEntry {
+    file: FileId,
+    version: semver::Version,
+    at: std::time::Instant,
+}
+
+type FileId = (u64, u64, u64, i64, i64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+impl VersionCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+    fn get(&self, path: &Path) -> Option<semver::Version> {
+        let file = file_id(path)?;
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(path)?;
+        (entry.file == file && entry.at.elapsed() < Self::TTL).then(|| entry.version.clone())
+    }
+
+    fn put(&self, path: &Path, version: &semver::Version) {
+        if let Some(file) = file_id(path) {
+            let entry = CacheEntry {
+                file,
+                version: version.clone(),
+                at: std::time::Instant::now(),
+            };
+            self.entries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_owned(), entry);
+        }
+    }
+}
+
 /// Finds the pipeline's binary and checks its version, before a run starts.
-pub async fn check_binary(spec: &TerraformSpec, path_var: &str) -> Result<Binary, BinaryError> {
+pub async fn check_binary(
+    spec: &TerraformSpec,
+    path_var: &str,
+    cache: &VersionCache,
+) -> Result<Binary, BinaryError> {
     let path = find_binary(&spec.binary, path_var)
         .ok_or_else(|| BinaryError::NotFound(spec.binary.clone()))?;
-    let out = tokio::process::Command::new(&path)
-        .args(["version", "-json"])
-        .env("CHECKPOINT_DISABLE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| BinaryError::Version {
-            binary: spec.binary.clone(),
-            message: e.to_string(),
-        })?;
-    let version_err = |message: String| BinaryError::Version {
-        binary: spec.binary.clone(),
-        message,
+    let version = match cache.get(&path) {
+        Some(version) => version,
+        None => {
+            let version = ask_version(&spec.binary, &path).await?;
+            cache.put(&path, &version);
+            version
+        }
     };
-    if !out.status.success() {
-        return Err(version_err(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ));
-    }
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| version_err(format!("unexpected output: {e}")))?;
-    let text = json["terraform_version"]
-        .as_str()
-        .ok_or_else(|| version_err("no terraform_version in output".into()))?;
-    let version =
-        semver::Version::parse(text).map_err(|e| version_err(format!("`{text}`: {e}")))?;
     if let Some(constraint) = &spec.version {
         if !constraint.matches(&version) {
             return Err(BinaryError::Unsupported {
@@ -88,6 +121,35 @@ pub async fn check_binary(spec: &TerraformSpec, path_var: &str) -> Result<Binary
         }
     }
     Ok(Binary { path, version })
+}
+
+/// Runs `BINARY version -json`; Terraform and OpenTofu both answer `terraform_version`.
+async fn ask_version(binary: &str, path: &Path) -> Result<semver::Version, BinaryError> {
+    let version_err = |message: String| BinaryError::Version {
+        binary: binary.to_owned(),
+        message,
+    };
+    let out = tokio::process::Command::new(path)
+        .args(["version", "-json"])
+        .env("CHECKPOINT_DISABLE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| version_err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(version_err(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| version_err(format!("unexpected output: {e}")))?;
+    let text = json["terraform_version"]
+        .as_str()
+        .ok_or_else(|| version_err("no terraform_version in output".into()))?;
+    semver::Version::parse(text).map_err(|e| version_err(format!("`{text}`: {e}")))
 }
 
 /// The override file that points the configuration at Ferry's state for one environment.
@@ -229,5 +291,72 @@ mod tests {
         assert!(find_binary("sh", "/nonexistent:/bin:/usr/bin").is_some());
         assert!(find_binary("no-such-binary-ferry", "/bin:/usr/bin").is_none());
         assert!(find_binary("/bin/sh", "").is_some());
+    }
+
+    fn fake_binary(dir: &Path, version: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("tf");
+        let script = format!(
+            "#!/bin/sh\necho asked >> '{}/asked'\necho '{{\"terraform_version\":\"{version}\"}}'\n",
+            dir.display()
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn asked(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("asked"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn versions_are_asked_once_per_binary_file_and_checked_against_the_constraint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fake_binary(dir.path(), "1.6.2");
+        let spec = |constraint: Option<&str>| TerraformSpec {
+            dir: ".".into(),
+            binary: path.to_string_lossy().into_owned(),
+            version: constraint.map(|c| ferry_spec::VersionConstraint::parse(c).unwrap()),
+        };
+        let cache = VersionCache::default();
+        let found = check_binary(&spec(Some(">= 1.6")), "", &cache)
+            .await
+            .unwrap();
+        assert_eq!(found.version.to_string(), "1.6.2");
+        check_binary(&spec(None), "", &cache).await.unwrap();
+        assert_eq!(asked(dir.path()), 1, "the second check uses the cache");
+        let err = check_binary(&spec(Some("~> 1.7")), "", &cache)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{}` is version 1.6.2, but the pipeline requires `~> 1.7`",
+                path.display()
+            )
+        );
+        // A replaced binary is a different file: asked again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fake_binary(dir.path(), "1.7.0");
+        let found = check_binary(&spec(Some("~> 1.7")), "", &cache)
+            .await
+            .unwrap();
+        assert_eq!(found.version.to_string(), "1.7.0");
+        assert_eq!(asked(dir.path()), 2);
+        let missing = TerraformSpec {
+            dir: ".".into(),
+            binary: "no-such-terraform".into(),
+            version: None,
+        };
+        let err = check_binary(&missing, "/nonexistent", &cache)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`no-such-terraform` not found on PATH"),
+            "{err}"
+        );
     }
 }
