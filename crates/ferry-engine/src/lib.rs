@@ -461,7 +461,7 @@ impl Engine {
     pub async fn recover(&self) -> Result<()> {
         let store = &self.inner.store;
         let system = Actor::system("startup");
-        let mut interrupted = std::collections::BTreeMap::new();
+        let mut interrupted = std::collections::BTreeSet::new();
         for orphan in store.orphan_actions().await? {
             if let (Some(pid), Some(start)) = (orphan.pid, orphan.pid_start_time) {
                 let grace = self.inner.config.kill_grace;
@@ -475,7 +475,7 @@ impl Engine {
                     .await;
                 tracing::warn!(run = %orphan.run_id, action = %orphan.action, pid, killed, "killed the process group of an interrupted action");
             }
-            interrupted.insert(orphan.run_id, ());
+            interrupted.insert(orphan.run_id);
         }
         for run in store.active_runs().await? {
             let detail = store.run_detail(run.id).await?;
@@ -483,7 +483,7 @@ impl Engine {
                 .stages
                 .iter()
                 .any(|s| s.status == ferry_core::StageStatus::InProgress);
-            if interrupted.contains_key(&run.id) || mid_stage || run.status == RunStatus::Stopping {
+            if interrupted.contains(&run.id) || mid_stage || run.status == RunStatus::Stopping {
                 let reason = "the server stopped while this run was executing";
                 store
                     .transition_run(run.id, RunEvent::Interrupt, Some(reason), Some(&system))
