@@ -21,6 +21,14 @@ use crate::{
 
 const FAILED: u8 = 1;
 
+/// `println!` that returns the error instead of panicking, so `ferry runs | head` ends
+/// quietly (main treats a broken pipe as success).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
@@ -218,7 +226,7 @@ fn validate(g: &Global, path: Option<&Path>) -> Result<ExitCode> {
                     }
                 })
                 .collect();
-            println!(
+            out!(
                 "{}: pipeline `{}` is valid; environments: {}",
                 path.display(),
                 spec.name,
@@ -283,9 +291,10 @@ async fn audit_verify(g: &Global) -> Result<ExitCode> {
                     &serde_json::json!({ "ok": true, "entries": report.entries, "head_seq": report.head_seq }),
                 )?;
             } else {
-                println!(
+                out!(
                     "audit chain ok: {} entries, head at {}",
-                    report.entries, report.head_seq
+                    report.entries,
+                    report.head_seq
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -316,7 +325,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             if json {
                 print_json(&project)?;
             } else {
-                println!("project {} registered ({})", project.name, project.repo);
+                out!("project {} registered ({})", project.name, project.repo);
             }
         }
         Command::Project(ProjectCmd::List) => {
@@ -325,7 +334,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 print_json(&projects)?;
             } else {
                 for p in projects {
-                    println!("{:<24} {}", p.name, p.repo);
+                    out!("{:<24} {}", p.name, p.repo);
                 }
             }
         }
@@ -335,14 +344,14 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 print_json(&list)?;
             } else {
                 for p in &list.pipelines {
-                    println!(
+                    out!(
                         "{:<24} {:<40} {}",
                         p.name,
                         p.path,
                         p.environments.join(" → ")
                     );
                     for e in &p.errors {
-                        println!("    {e}");
+                        out!("    {e}");
                     }
                 }
             }
@@ -360,7 +369,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 if json {
                     print_json(&run)?;
                 } else {
-                    println!(
+                    out!(
                         "run {} (#{} of {}) queued at {} ({})",
                         run.id,
                         run.number,
@@ -368,7 +377,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                         short(&run.commit),
                         run.git_ref
                     );
-                    println!("follow it with: ferry logs -f {}", run.id);
+                    out!("follow it with: ferry logs -f {}", run.id);
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -385,12 +394,18 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             if json {
                 print_json(&page)?;
             } else {
-                println!(
+                out!(
                     "{:>6}  {:<16} {:>5}  {:<20} {:<10} {:<9} {}",
-                    "ID", "PROJECT", "#", "STATUS", "COMMIT", "REF", "CREATED"
+                    "ID",
+                    "PROJECT",
+                    "#",
+                    "STATUS",
+                    "COMMIT",
+                    "REF",
+                    "CREATED"
                 );
                 for r in page.runs {
-                    println!(
+                    out!(
                         "{:>6}  {:<16} {:>5}  {:<20} {:<10} {:<9} {}",
                         r.id,
                         r.project,
@@ -408,7 +423,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             if json {
                 print_json(&detail)?;
             } else {
-                print_detail(&detail);
+                print_detail(&detail)?;
             }
         }
         Command::Logs { run, follow } => return logs(client, run, follow, json).await,
@@ -417,7 +432,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             if json {
                 print_json(&run)?;
             } else {
-                println!("run {} is {}", run.id, run.status);
+                out!("run {} is {}", run.id, run.status);
             }
         }
         Command::Approve(args) => return decide(client, args, "approve", json).await,
@@ -427,7 +442,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             if json {
                 print_json(&queue)?;
             } else if queue.is_empty() {
-                println!("no environment is held or awaited");
+                out!("no environment is held or awaited");
             } else {
                 for q in queue {
                     let holder = q
@@ -435,7 +450,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                         .map(|r| format!("held by run {r}"))
                         .unwrap_or_else(|| "free".into());
                     let waiting: Vec<String> = q.waiting.iter().map(ToString::to_string).collect();
-                    println!(
+                    out!(
                         "{}/{}/{}: {holder}; waiting: [{}]",
                         q.project,
                         q.pipeline,
@@ -454,7 +469,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                     "token `{}` created; it is shown only once:",
                     created.token.name
                 );
-                println!("{}", created.secret);
+                out!("{}", created.secret);
             }
         }
         Command::Token(TokenCmd::List) => {
@@ -469,7 +484,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                         "active"
                     };
                     let role = if t.admin { "admin" } else { "user" };
-                    println!(
+                    out!(
                         "{:<20} {:<14} {:<6} {:<8} last used {}",
                         t.name,
                         t.hint,
@@ -485,7 +500,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             if json {
                 print_json(&token)?;
             } else {
-                println!("token `{}` revoked", token.name);
+                out!("token `{}` revoked", token.name);
             }
         }
         Command::Server(_) | Command::Validate { .. } | Command::Audit(_) | Command::Config(_) => {
@@ -499,44 +514,58 @@ fn short(commit: &str) -> &str {
     &commit[..commit.len().min(10)]
 }
 
-fn print_detail(d: &ferry_api::RunDetail) {
+fn print_detail(d: &ferry_api::RunDetail) -> Result<()> {
     let r = &d.run;
-    println!(
+    out!(
         "run {} (#{} of {}, pipeline {}) {}",
-        r.id, r.number, r.project, r.pipeline, r.status
+        r.id,
+        r.number,
+        r.project,
+        r.pipeline,
+        r.status
     );
-    println!(
+    out!(
         "  commit {} ({}), triggered by {}",
-        r.commit, r.git_ref, r.triggered_by
+        r.commit,
+        r.git_ref,
+        r.triggered_by
     );
     if let Some(reason) = &r.reason {
-        println!("  reason: {reason}");
+        out!("  reason: {reason}");
     }
     for s in &d.stages {
-        println!("  {:<10} {:<10} {}", s.environment, s.kind, s.status);
+        out!("  {:<10} {:<10} {}", s.environment, s.kind, s.status);
         for a in &s.actions {
             let code = a
                 .exit_code
                 .map(|c| format!(" (exit {c})"))
                 .unwrap_or_default();
-            println!("      {:<32} {}{code}", a.name, a.status);
+            out!("      {:<32} {}{code}", a.name, a.status);
         }
     }
     for p in &d.plans {
-        println!(
+        out!(
             "  plan {}: +{} ~{} -{} sha256 {}",
-            p.environment, p.add, p.change, p.destroy, p.sha256
+            p.environment,
+            p.add,
+            p.change,
+            p.destroy,
+            p.sha256
         );
         for res in &p.resources {
-            println!("      {:<8} {}", res.action, res.address);
+            out!("      {:<8} {}", res.action, res.address);
         }
     }
     for a in &d.approvals {
-        println!(
+        out!(
             "  {} {} by {}: {}",
-            a.environment, a.decision, a.actor, a.comment
+            a.environment,
+            a.decision,
+            a.actor,
+            a.comment
         );
     }
+    Ok(())
 }
 
 /// Polls the run, printing each stage as it changes, until it ends.
@@ -615,9 +644,11 @@ async fn decide(
         } else {
             "rejected"
         };
-        println!(
+        out!(
             "run {}: {done} in {}; run is {}",
-            run.id, body.environment, run.status
+            run.id,
+            body.environment,
+            run.status
         );
     }
     Ok(ExitCode::SUCCESS)
