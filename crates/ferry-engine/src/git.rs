@@ -217,6 +217,19 @@ impl Mirror {
     }
 }
 
+/// Whether a repository address carries a password or token (`https://user:secret@host/…`).
+/// Such an address would be stored, listed by the API and written to the audit log, so it is
+/// refused; credentials belong in a git credential helper (or, later, the secret store).
+pub fn has_embedded_credentials(repo: &str) -> bool {
+    let Some((_, rest)) = repo.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
 /// Checks that `repo` is a reachable git repository, without cloning it.
 pub async fn check_remote(repo: &str) -> Result<(), GitError> {
     if repo.is_empty() || repo.starts_with('-') {
@@ -232,4 +245,36 @@ pub async fn check_remote(repo: &str) -> Result<(), GitError> {
     )
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_addresses_are_spotted() {
+        assert!(has_embedded_credentials(
+            "https://bob:hunter2@git.example.com/infra.git"
+        ));
+        assert!(has_embedded_credentials(
+            "https://x-access-token:ghp_abc@github.example/o/r"
+        ));
+        assert!(!has_embedded_credentials(
+            "https://git.example.com/infra.git"
+        ));
+        assert!(!has_embedded_credentials(
+            "ssh://git@git.example.com/infra.git"
+        ));
+        assert!(!has_embedded_credentials("git@git.example.com:infra.git"));
+        assert!(!has_embedded_credentials("/srv/repos/infra"));
+        assert!(!has_embedded_credentials("https://git.example.com/a@b:c"));
+    }
+
+    #[test]
+    fn option_like_refs_are_refused() {
+        assert!(check_ref("--upload-pack=evil").is_err());
+        assert!(check_ref("main branch").is_err());
+        assert!(check_ref("").is_err());
+        assert!(check_ref("release/1.2").is_ok());
+    }
 }

@@ -45,6 +45,13 @@ pub(crate) async fn projects_create(
 ) -> ApiResult<(StatusCode, axum::Json<api::Project>)> {
     let result = async {
         check_name("project", &body.name)?;
+        if ferry_engine::git::has_embedded_credentials(&body.repo) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "credentials_in_url",
+                "the repository address contains a password or token; use a git credential helper instead",
+            ));
+        }
         ferry_engine::git::check_remote(&body.repo)
             .await
             .map_err(|e| {

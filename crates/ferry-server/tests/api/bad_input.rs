@@ -116,6 +116,16 @@ async fn malformed_requests_get_json_4xx_errors() {
         .await
         .assert_error(422, "repo_unreachable");
     assert!(body.message.contains("no-such-repo"), "{body:?}");
+    // A password in the address would be stored, listed and audited: refused, and not echoed.
+    let body = server
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(json!({"name": "leaky", "repo": "https://bob:hunter2@127.0.0.1:1/infra.git"})),
+        )
+        .await
+        .assert_error(422, "credentials_in_url");
+    assert!(!body.message.contains("hunter2"), "{body:?}");
     let (status, body) = api_error(
         server
             .admin
