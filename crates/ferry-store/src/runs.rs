@@ -839,12 +839,12 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut out: Vec<EnvQueue> = Vec::new();
-        fn slot<'a>(
-            out: &'a mut Vec<EnvQueue>,
+        fn slot(
+            out: &mut Vec<EnvQueue>,
             project: String,
             pipeline: String,
             environment: String,
-        ) -> &'a mut EnvQueue {
+        ) -> &mut EnvQueue {
             let pos = out
                 .iter()
                 .position(|q| {
