@@ -101,7 +101,7 @@ async fn drive_loop(
             return Ok(());
         }
         if handle.cancel.is_cancelled() {
-            stop(engine, handle, run_id, None).await?;
+            stop(engine, handle, run_id).await?;
             continue;
         }
         let Some(stage) = detail
@@ -317,12 +317,7 @@ async fn hold_environment(
 }
 
 /// Ends the run because its token fired: cancelled by someone, or cut by shutdown.
-async fn stop(
-    engine: &Engine,
-    handle: &RunHandle,
-    run_id: RunId,
-    _running: Option<()>,
-) -> Result<()> {
+async fn stop(engine: &Engine, handle: &RunHandle, run_id: RunId) -> Result<()> {
     let reason = handle
         .reason
         .lock()
@@ -382,7 +377,7 @@ async fn execute_stage(
     .await;
     for action in actions {
         if handle.cancel.is_cancelled() {
-            stop(engine, handle, run.id, None).await?;
+            stop(engine, handle, run.id).await?;
             return Ok(true);
         }
         if engine.inner.shutting_down.load(Ordering::SeqCst) {
@@ -445,7 +440,7 @@ async fn execute_stage(
                 )
                 .await;
                 store.finish_action(action.id, event, None, None).await?;
-                stop(engine, handle, run.id, None).await?;
+                stop(engine, handle, run.id).await?;
                 return Ok(!shutdown);
             }
             Ok(outcome) => {

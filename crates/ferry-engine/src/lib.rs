@@ -30,6 +30,29 @@ use tokio_util::task::TaskTracker;
 
 pub use terraform::PlanSummary;
 
+/// The variables of the server's own environment that actions receive (the binary reads
+/// them; the engine never reads the environment). Nothing else of the server's environment
+/// reaches an action, and never a `FERRY_*` configuration variable.
+pub const PASSTHROUGH_ENV: &[&str] = &[
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "TF_PLUGIN_CACHE_DIR",
+    "TF_CLI_CONFIG_FILE",
+];
+
 /// What the engine needs; the binary builds it from flags and its own environment.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -31,27 +31,9 @@ use serde::de::DeserializeOwned;
 /// bounds the extra "observed" figure and adds a little load to the server.
 const POLL: Duration = Duration::from_millis(25);
 
-/// Variables of the server's environment that Ferry passes to actions (`PASSTHROUGH` in
-/// `src/cli.rs`); the baselines get the same ones.
-const PASSTHROUGH: &[&str] = &[
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "TF_PLUGIN_CACHE_DIR",
-    "TF_CLI_CONFIG_FILE",
-];
+/// Variables of the server's environment that Ferry passes to actions; the baselines get
+/// the same ones.
+const PASSTHROUGH: &[&str] = ferry_engine::PASSTHROUGH_ENV;
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; arguments are ignored (every part always runs).

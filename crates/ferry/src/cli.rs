@@ -125,31 +125,10 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-/// Variables of the server's environment that actions receive; `FERRY_*` never.
-const PASSTHROUGH: &[&str] = &[
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "TF_PLUGIN_CACHE_DIR",
-    "TF_CLI_CONFIG_FILE",
-];
-
 async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
     init_tracing("info");
     let config = server_config(g, &args)?;
-    let passthrough_env = PASSTHROUGH
+    let passthrough_env = ferry_engine::PASSTHROUGH_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
         .collect();
