@@ -67,7 +67,7 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
         spec,
         log,
         workdir,
-        binary: handle.checked_binary.clone(),
+        binary: None,
     };
     let mut changed = engine.inner.changed.subscribe();
     let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed).await;

@@ -124,9 +124,6 @@ struct RunHandle {
     cancel: CancellationToken,
     reason: Mutex<Option<StopReason>>,
     log: Mutex<Option<watch::Receiver<u64>>>,
-    /// The binary the trigger found and version-checked moments before, so the driver does
-    /// not pay for a second `terraform version` (`None` for a run resumed after a restart).
-    checked_binary: Option<PathBuf>,
 }
 
 struct Inner {
@@ -367,7 +364,7 @@ impl Engine {
                 path,
             });
         }
-        let binary = terraform::check_binary(
+        terraform::check_binary(
             &spec.terraform,
             &self.inner.config.path_var,
             &self.inner.versions,
@@ -385,7 +382,7 @@ impl Engine {
         };
         let run = self.inner.store.create_run(actor, &new).await?;
         tracing::info!(run = %run.id, project = %run.project, number = %run.number, "run created");
-        self.spawn_driver(run.id, Some(binary.path));
+        self.spawn_driver(run.id);
         self.notify_changed();
         Ok(run)
     }
@@ -513,7 +510,7 @@ impl Engine {
                     .await?;
                 tracing::warn!(run = %run.id, "run interrupted by a server stop");
             } else {
-                self.spawn_driver(run.id, None);
+                self.spawn_driver(run.id);
             }
         }
         self.notify_changed();
@@ -551,12 +548,11 @@ impl Engine {
         }
     }
 
-    fn spawn_driver(&self, run: RunId, checked_binary: Option<PathBuf>) {
+    fn spawn_driver(&self, run: RunId) {
         let handle = Arc::new(RunHandle {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
             log: Mutex::new(None),
-            checked_binary,
         });
         {
             let mut runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
