@@ -79,6 +79,12 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
         .unwrap_or(false);
     if finished {
         let _ = tokio::fs::remove_dir_all(&ctx.workdir).await;
+        // Each action retires its own credential; this is the safety net for a driver that
+        // stopped between minting and retiring one.
+        store.revoke_run_tokens(run_id.0).await?;
+        store
+            .release_locks_held_by(&Actor::system("engine"), &format!("run-{run_id}-"))
+            .await?;
     }
     result
 }
@@ -532,6 +538,79 @@ async fn run_action(
     stage: &Stage,
     action: &Action,
 ) -> Result<Outcome> {
+    let credential = Credential::mint(engine, run, stage, action).await?;
+    let result = run_action_with(engine, handle, ctx, run, stage, action, &credential).await;
+    credential.retire(engine, ctx, action).await?;
+    result
+}
+
+/// The state-backend credential of one action: it reaches only the run's project and
+/// environment, and is revoked (and any lock it left behind released) when the action ends.
+struct Credential {
+    name: String,
+    env: Vec<(String, String)>,
+}
+
+impl Credential {
+    async fn mint(
+        engine: &Engine,
+        run: &Run,
+        stage: &Stage,
+        action: &Action,
+    ) -> Result<Credential> {
+        let name = format!("run-{}-action-{}", run.id, action.id);
+        let token = ferry_secrets::generate_token();
+        let scope = ferry_store::TokenScope {
+            run_id: run.id.0,
+            project_id: run.project_id,
+            environment: stage.environment.clone(),
+        };
+        engine
+            .store()
+            .create_run_token(&name, &token.hash, &token.hint, &scope)
+            .await?;
+        let address = format!(
+            "{}/tf/state/{}/{}",
+            engine.inner.config.backend_url, run.project, stage.environment
+        );
+        let env = vec![
+            ("TF_HTTP_ADDRESS".to_owned(), address.clone()),
+            ("TF_HTTP_LOCK_ADDRESS".to_owned(), address.clone()),
+            ("TF_HTTP_UNLOCK_ADDRESS".to_owned(), address),
+            ("TF_HTTP_USERNAME".to_owned(), name.clone()),
+            ("TF_HTTP_PASSWORD".to_owned(), token.plaintext.clone()),
+        ];
+        Ok(Credential { name, env })
+    }
+
+    async fn retire(self, engine: &Engine, ctx: &mut Ctx, action: &Action) -> Result<()> {
+        let store = engine.store();
+        store.revoke_token_named(&self.name).await?;
+        let released = store
+            .release_locks_held_by(&Actor::system("engine"), &self.name)
+            .await?;
+        for state in released {
+            sys(
+                ctx,
+                action.id.0,
+                &format!("released the lock this action left on state {state}"),
+            )
+            .await;
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_action_with(
+    engine: &Engine,
+    handle: &RunHandle,
+    ctx: &mut Ctx,
+    run: &Run,
+    stage: &Stage,
+    action: &Action,
+    credential: &Credential,
+) -> Result<Outcome> {
     let deadline = Instant::now() + Duration::from_millis(action.timeout_ms.max(0) as u64);
     let binary = match &ctx.binary {
         Some(b) => b.clone(),
@@ -548,8 +627,9 @@ async fn run_action(
     };
     let env_name = stage.environment.clone();
     let tf_data = ctx.workdir.join("tf").join(&env_name);
-    let tf_dir = prepare_workspace(engine, ctx, run, action, &env_name).await?;
-    let env = action_env(engine, ctx, run, stage, &tf_data);
+    let tf_dir = prepare_workspace(engine, ctx, run, action).await?;
+    let mut env = action_env(engine, ctx, run, stage, &tf_data);
+    env.extend(credential.env.iter().cloned());
     let bin = binary.to_string_lossy().into_owned();
     let tf = |args: &[&str]| {
         let mut argv = vec![bin.clone()];
@@ -762,14 +842,14 @@ async fn plan(
     Ok(outcome)
 }
 
-/// Makes sure the run's checkout exists and points Terraform at this environment's state.
+/// Makes sure the run's checkout exists and points Terraform at Ferry's state backend (the
+/// environment's address and credential come with each action's environment variables).
 /// Returns the Terraform directory.
 async fn prepare_workspace(
     engine: &Engine,
     ctx: &mut Ctx,
     run: &Run,
     action: &Action,
-    env_name: &str,
 ) -> Result<PathBuf> {
     let src = ctx.src();
     if !src.join(".git").exists() {
@@ -791,15 +871,18 @@ async fn prepare_workspace(
             ctx.spec.terraform.dir, run.commit_sha
         ))));
     }
-    let state = engine
-        .data_dir()
-        .join("state")
-        .join(&run.project)
-        .join(&run.pipeline)
-        .join(env_name);
-    tokio::fs::create_dir_all(&state).await?;
-    let text = terraform::backend_override(&state.join("terraform.tfstate"));
-    tokio::fs::write(tf_dir.join(terraform::OVERRIDE_FILE), text).await?;
+    let override_path = tf_dir.join(terraform::OVERRIDE_FILE);
+    if !override_path.exists() {
+        if terraform::declares_backend(&tf_dir) {
+            sys(
+                ctx,
+                action.id.0,
+                "the configuration declares a backend; Ferry's built-in state backend replaces it for this run",
+            )
+            .await;
+        }
+        tokio::fs::write(&override_path, terraform::BACKEND_OVERRIDE).await?;
+    }
     Ok(tf_dir)
 }
 

@@ -64,6 +64,8 @@ pub struct EngineConfig {
     /// Variables of the server's environment passed to actions (HOME, LANG, proxies...).
     /// Never `FERRY_*` ones.
     pub passthrough_env: Vec<(String, String)>,
+    /// Where actions reach the built-in state backend (`http://127.0.0.1:8080`).
+    pub backend_url: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -507,6 +509,12 @@ impl Engine {
                 let reason = "the server stopped while this run was executing";
                 store
                     .transition_run(run.id, RunEvent::Interrupt, Some(reason), Some(&system))
+                    .await?;
+                // Its processes are gone (killed above), so its credentials and any state
+                // lock they held can go too.
+                store.revoke_run_tokens(run.id.0).await?;
+                store
+                    .release_locks_held_by(&system, &format!("run-{}-", run.id))
                     .await?;
                 tracing::warn!(run = %run.id, "run interrupted by a server stop");
             } else {

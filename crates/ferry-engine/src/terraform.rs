@@ -152,18 +152,34 @@ async fn ask_version(binary: &str, path: &Path) -> Result<semver::Version, Binar
     semver::Version::parse(text).map_err(|e| version_err(format!("`{text}`: {e}")))
 }
 
-/// The override file that points the configuration at Ferry's state for one environment.
+/// The override file that points the configuration at Ferry's built-in state backend.
 /// Terraform merges `*_override.tf` files last, so this replaces whatever backend the
-/// configuration declares. (The built-in HTTP state backend will replace this local one.)
-pub const OVERRIDE_FILE: &str = "zz_ferry_backend_override.tf";
+/// configuration declares. It holds no address and no credential: those reach Terraform as
+/// `TF_HTTP_*` environment variables only, because `-backend-config` values are copied into
+/// saved plan files.
+pub const OVERRIDE_FILE: &str = "ferry_backend_override.tf";
 
-pub fn backend_override(state_path: &Path) -> String {
-    // A JSON string is a valid HCL string once template sequences are escaped.
-    let path = serde_json::to_string(&state_path.to_string_lossy())
-        .unwrap_or_default()
-        .replace("${", "$${")
-        .replace("%{", "%%{");
-    format!("# Written by Ferry for this run; not part of your repository.\nterraform {{\n  backend \"local\" {{\n    path = {path}\n  }}\n}}\n")
+pub const BACKEND_OVERRIDE: &str =
+    "# Written by Ferry for this run; not part of your repository.\nterraform {\n  backend \"http\" {}\n}\n";
+
+/// Whether the configuration in `dir` declares a backend of its own (which Ferry's override
+/// replaces; the run log says so).
+pub fn declares_backend(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        let is_tf = path.extension().is_some_and(|x| x == "tf") && e.file_name() != OVERRIDE_FILE;
+        is_tf
+            && std::fs::read_to_string(&path).is_ok_and(|text| {
+                text.lines().any(|l| {
+                    let l = l.trim_start();
+                    (l.starts_with("backend \"") || l.starts_with("backend \t\""))
+                        && !l.starts_with('#')
+                })
+            })
+    })
 }
 
 /// Adds, changes and destroys by resource, as Terraform counts them (a replacement is one
@@ -278,12 +294,26 @@ mod tests {
     }
 
     #[test]
-    fn override_quotes_the_path() {
-        let text = backend_override(Path::new("/data/state/a \"b\"/terraform.tfstate"));
+    fn the_override_names_the_http_backend_and_no_credentials() {
+        assert!(BACKEND_OVERRIDE.contains("backend \"http\" {}"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.tf"),
+            "resource \"terraform_data\" \"a\" {}\n",
+        )
+        .unwrap();
+        assert!(!declares_backend(dir.path()));
+        std::fs::write(dir.path().join(OVERRIDE_FILE), BACKEND_OVERRIDE).unwrap();
         assert!(
-            text.contains(r#"path = "/data/state/a \"b\"/terraform.tfstate""#),
-            "{text}"
+            !declares_backend(dir.path()),
+            "Ferry's own override does not count"
         );
+        std::fs::write(
+            dir.path().join("backend.tf"),
+            "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n  }\n}\n",
+        )
+        .unwrap();
+        assert!(declares_backend(dir.path()));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::AppState;
 pub(crate) struct Identity {
     pub name: String,
     pub admin: bool,
+    /// A run's per-action credential reaches only its own project and environment state.
+    pub scope: Option<ferry_store::TokenScope>,
     /// The peer address, for the audit log.
     pub source: String,
 }
@@ -68,10 +70,16 @@ impl FromRequestParts<AppState> for Identity {
             .token_by_hash(&hash)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        if found.scope.is_some() {
+            return Err(ApiError::forbidden(
+                "a run's credential only works on the state backend",
+            ));
+        }
         store.touch_token(found.id).await?;
         Ok(Identity {
             name: found.name,
             admin: found.admin,
+            scope: None,
             source: peer(parts),
         })
     }

@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod backend;
 mod convert;
 mod error;
 mod extract;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
+    /// Wraps the data key of every encrypted state version.
+    pub master_key: Arc<MasterKey>,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(api::system::openapi));
     Router::new()
         .nest("/api/v1", api)
+        .merge(backend::routes())
         .route("/healthz", get(api::system::healthz))
         .route("/readyz", get(api::system::readyz))
         .route("/metrics", get(api::system::metrics))
@@ -229,19 +233,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         )?;
         tracing::info!(path = %admin_token_path(dir).display(), "wrote the bootstrap admin token");
     }
-    let engine_config = EngineConfig {
-        data_dir: dir.clone(),
-        kill_grace: config.kill_grace,
-        path_var: config.path_var.clone(),
-        passthrough_env: config.passthrough_env.clone(),
-    };
-    let engine = Engine::new(engine_config, store);
-    let metrics = Arc::new(Metrics::default());
-    let observer_metrics = metrics.clone();
-    engine.set_action_observer(Arc::new(move |kind, outcome, elapsed| {
-        observer_metrics.observe_action(kind, outcome, elapsed)
-    }));
-    engine.recover().await?;
+    // Bind first: actions reach the state backend at this address.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -250,11 +242,26 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         })?;
     let local = listener.local_addr()?;
     let url = format!("http://{local}");
+    let engine_config = EngineConfig {
+        data_dir: dir.clone(),
+        kill_grace: config.kill_grace,
+        path_var: config.path_var.clone(),
+        passthrough_env: config.passthrough_env.clone(),
+        backend_url: url.clone(),
+    };
+    let engine = Engine::new(engine_config, store);
+    let metrics = Arc::new(Metrics::default());
+    let observer_metrics = metrics.clone();
+    engine.set_action_observer(Arc::new(move |kind, outcome, elapsed| {
+        observer_metrics.observe_action(kind, outcome, elapsed)
+    }));
+    engine.recover().await?;
     std::fs::write(server_url_path(dir), format!("{url}\n"))?;
     let state = AppState {
         engine,
         metrics,
         shutdown: CancellationToken::new(),
+        master_key: Arc::new(master),
     };
     Ok(Server {
         state,

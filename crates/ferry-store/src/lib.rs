@@ -12,7 +12,9 @@
 //! so a PostgreSQL implementation can be added behind the same methods.
 
 mod audit;
+pub mod blob;
 pub mod model;
+mod states;
 
 pub use audit::AuditEntry;
 mod runs;
@@ -29,6 +31,7 @@ use sqlx::SqlitePool;
 
 pub use ferry_core::Actor;
 pub use model::*;
+pub use states::{NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome};
 
 /// Errors from the store. Expected conflicts carry what the caller needs to explain them.
 #[derive(Debug, thiserror::Error)]

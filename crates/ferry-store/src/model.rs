@@ -10,12 +10,22 @@ use ferry_core::{
 pub struct Token {
     pub id: i64,
     pub name: String,
+    /// Set for a run's per-action credential: it may only use the state backend, and only
+    /// for this project and environment.
+    pub scope: Option<TokenScope>,
     pub hint: String,
     pub admin: bool,
     pub created_at: String,
     pub created_by: String,
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenScope {
+    pub run_id: i64,
+    pub project_id: i64,
+    pub environment: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,4 +15,5 @@ mod lifecycle;
 mod logs;
 mod modes;
 mod run_list;
+mod state_backend;
 mod system;
