@@ -14,6 +14,7 @@
 mod driver;
 pub mod git;
 pub mod stages;
+pub mod state;
 pub mod terraform;
 
 use std::collections::HashMap;
@@ -140,6 +141,7 @@ struct Inner {
     repo_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     observer: Mutex<Option<ActionObserver>>,
     versions: terraform::VersionCache,
+    master_key: Arc<ferry_secrets::MasterKey>,
 }
 
 /// The engine handle. Cheap to clone.
@@ -149,7 +151,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(config: EngineConfig, store: Store) -> Engine {
+    pub fn new(
+        config: EngineConfig,
+        store: Store,
+        master_key: Arc<ferry_secrets::MasterKey>,
+    ) -> Engine {
         let (changed, _) = watch::channel(0);
         Engine {
             inner: Arc::new(Inner {
@@ -162,6 +168,7 @@ impl Engine {
                 repo_locks: Mutex::new(HashMap::new()),
                 observer: Mutex::new(None),
                 versions: terraform::VersionCache::default(),
+                master_key,
             }),
         }
     }
@@ -507,6 +514,14 @@ impl Engine {
                 .any(|s| s.status == ferry_core::StageStatus::InProgress);
             if interrupted.contains(&run.id) || mid_stage || run.status == RunStatus::Stopping {
                 let reason = "the server stopped while this run was executing";
+                if let Some(stage) = detail
+                    .stages
+                    .iter()
+                    .find(|s| s.status == ferry_core::StageStatus::InProgress)
+                {
+                    self.import_errored_state(&run, &stage.environment, &system)
+                        .await;
+                }
                 store
                     .transition_run(run.id, RunEvent::Interrupt, Some(reason), Some(&system))
                     .await?;
@@ -523,6 +538,74 @@ impl Engine {
         }
         self.notify_changed();
         Ok(())
+    }
+
+    /// Imports the `errored.tfstate` a `terraform` of an interrupted run left behind (it
+    /// writes one when it cannot save state to the backend) as a new state version, under
+    /// the lock the run held. Never fails recovery: what cannot be imported is logged, and the
+    /// file stays in the run's work dir for a human.
+    async fn import_errored_state(&self, run: &Run, environment: &str, actor: &Actor) {
+        let lowered = ferry_spec::lower(&run.pipeline_path, &run.spec_yaml);
+        let Some(spec) = lowered.spec else { return };
+        let path = self
+            .work_dir(run.id)
+            .join("src")
+            .join(&spec.terraform.dir)
+            .join("errored.tfstate");
+        let Ok(body) = tokio::fs::read(&path).await else {
+            return;
+        };
+        let addr = ferry_store::StateAddr {
+            project_id: run.project_id,
+            project: &run.project,
+            environment,
+            name: "",
+        };
+        let held = match self.inner.store.state(addr).await {
+            Ok(Some((state, _))) => state
+                .lock
+                .filter(|_| {
+                    state
+                        .locked_by
+                        .as_deref()
+                        .is_some_and(|by| by.starts_with(&format!("run-{}-", run.id)))
+                })
+                .map(|lock| lock.id),
+            _ => None,
+        };
+        let message = match self
+            .write_state(actor, addr, &body, held.as_deref(), false)
+            .await
+        {
+            Ok(ferry_store::WriteOutcome::Written(version)) => {
+                let _ = tokio::fs::rename(&path, path.with_extension("tfstate.imported")).await;
+                format!(
+                    "imported the errored.tfstate Terraform left behind as version {} of state {}",
+                    version.number,
+                    addr.display()
+                )
+            }
+            Ok(ferry_store::WriteOutcome::Idempotent) => format!(
+                "errored.tfstate matches the current version of state {}",
+                addr.display()
+            ),
+            Ok(other) => format!(
+                "errored.tfstate was not imported into state {} ({other:?}); it is kept at {}",
+                addr.display(),
+                path.display()
+            ),
+            Err(e) => format!(
+                "errored.tfstate was not imported into state {}: {e}; it is kept at {}",
+                addr.display(),
+                path.display()
+            ),
+        };
+        tracing::warn!(run = %run.id, "{message}");
+        if let Ok(mut log) = ferry_executor::RunLog::open(&self.log_path(run.id)).await {
+            let mut action = log.action(0);
+            let _ = action.line(ferry_executor::Stream::Sys, &message).await;
+            let _ = action.flush().await;
+        }
     }
 
     /// Graceful shutdown: take no new work, let running actions finish within `grace`, then

@@ -249,7 +249,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         passthrough_env: config.passthrough_env.clone(),
         backend_url: url.clone(),
     };
-    let engine = Engine::new(engine_config, store);
+    let master = Arc::new(master);
+    let engine = Engine::new(engine_config, store, master.clone());
     let metrics = Arc::new(Metrics::default());
     let observer_metrics = metrics.clone();
     engine.set_action_observer(Arc::new(move |kind, outcome, elapsed| {
@@ -261,7 +262,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         engine,
         metrics,
         shutdown: CancellationToken::new(),
-        master_key: Arc::new(master),
+        master_key: master,
     };
     Ok(Server {
         state,

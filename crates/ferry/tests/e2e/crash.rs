@@ -95,6 +95,15 @@ fn kill_9_during_apply_interrupts_the_run_kills_its_terraform_and_frees_the_envi
         interrupt.details.contains("server stopped"),
         "{interrupt:?}"
     );
+    // The killed apply held the state lock through its per-action credential; recovery
+    // released it (audited), which is also why the next run could plan and apply.
+    assert!(
+        rows.iter()
+            .any(|r| r.action == "state.release_abandoned_lock"
+                && r.target == "state/slow/default"
+                && r.actor == "system"),
+        "no released lock in {rows:#?}"
+    );
     assert!(
         verified.stdout.contains(&format!("{} entries", rows.len())),
         "{verified:?}"
@@ -229,4 +238,52 @@ fn kill_9_while_waiting_for_approval_keeps_the_wait_and_approval_still_works() {
             .all(|(_, holder)| holder.is_none())
             .then_some(())
     });
+}
+
+/// Terraform writes `errored.tfstate` when it cannot save state to the backend (as when the
+/// server died under it). Recovery imports it as a new version of the environment's state,
+/// audited, and says so in the run's log. An action plays Terraform here: it leaves the file
+/// and keeps running until the server is killed.
+#[test]
+fn kill_9_leaves_an_errored_tfstate_that_recovery_imports_as_a_new_version() {
+    let marker = marker("sleep 44.17");
+    let state = r#"{"version": 4, "terraform_version": "1.15.5", "serial": 7, "lineage": "e2e-errored-lineage", "outputs": {}, "resources": [], "check_results": null}"#;
+    let ferry_yaml = format!(
+        "version: 1\nname: errstate\nterraform: {{ dir: . }}\nstages:\n  test:\n    - \"cp left-behind.json errored.tfstate && {marker}\"\n"
+    );
+    let mut server = Server::start();
+    let repo = repo_with(&[
+        ("ferry.yaml", &ferry_yaml),
+        ("main.tf", ""),
+        ("left-behind.json", state),
+    ]);
+    server.add_project("errstate", &repo);
+    let run = server.trigger("errstate", &[]);
+    server.wait_run(
+        run,
+        "the test action to be running",
+        Duration::from_secs(60),
+        |d| action(d, "default", "test")["status"] == "InProgress" && process_running(&marker),
+    );
+    server.kill9();
+    server.restart();
+    assert_gone(&marker, Duration::from_secs(2));
+    assert_eq!(server.show(run)["status"], "Interrupted");
+    let logs = server.cli(&["logs", &run.to_string()]);
+    assert!(
+        logs.stdout.contains("imported the errored.tfstate"),
+        "{logs:?}"
+    );
+    server.stop();
+    let rows = audit_rows(&server.data.join("ferry.db"));
+    let import = rows
+        .iter()
+        .find(|r| r.action == "state.write" && r.target == "state/errstate/default")
+        .unwrap_or_else(|| panic!("no state.write for the import in {rows:#?}"));
+    assert_eq!(
+        (import.actor.as_str(), import.source.as_str()),
+        ("system", "startup")
+    );
+    assert!(import.details.contains("\"serial\":7"), "{import:?}");
+    assert_eq!(server.cli(&["audit", "verify"]).code, 0);
 }
