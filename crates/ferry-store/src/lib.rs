@@ -12,8 +12,10 @@
 //! so a PostgreSQL implementation can be added behind the same methods.
 
 mod audit;
+mod backup;
 pub mod blob;
 pub mod model;
+mod state_ops;
 mod states;
 
 pub use audit::AuditEntry;
@@ -29,8 +31,10 @@ use ferry_secrets::AuditKey;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use backup::StoredVersion;
 pub use ferry_core::Actor;
 pub use model::*;
+pub use state_ops::{PrunedVersions, StateListing, VersionInfo};
 pub use states::{NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome};
 
 /// Errors from the store. Expected conflicts carry what the caller needs to explain them.
@@ -80,7 +84,9 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database and applies the embedded migrations.
     pub async fn open(config: &StoreConfig, audit_key: AuditKey) -> Result<Store> {
-        let options = connect_options(&config.path)?.create_if_missing(true);
+        let options = connect_options(&config.path)?
+            .journal_mode(SqliteJournalMode::Wal)
+            .create_if_missing(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -135,8 +141,9 @@ impl Store {
 
 fn connect_options(path: &Path) -> Result<SqliteConnectOptions> {
     let url = format!("sqlite://{}", path.display());
+    // The journal mode is set by `open` only: a read-only connection must not try to change
+    // it (a snapshot from `VACUUM INTO` is not in WAL mode).
     Ok(SqliteConnectOptions::from_str(&url)?
-        .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10)))

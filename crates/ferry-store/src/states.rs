@@ -95,7 +95,7 @@ pub enum UnlockOutcome {
     ForceDenied(LockInfo),
 }
 
-fn state_row(r: &SqliteRow) -> StateRow {
+pub(crate) fn state_row(r: &SqliteRow) -> StateRow {
     let lock = r
         .get::<Option<String>, _>("lock_info")
         .and_then(|text| serde_json::from_str::<LockInfo>(&text).ok());
@@ -112,7 +112,7 @@ fn state_row(r: &SqliteRow) -> StateRow {
     }
 }
 
-fn version_row(r: &SqliteRow) -> StateVersion {
+pub(crate) fn version_row(r: &SqliteRow) -> StateVersion {
     StateVersion {
         id: r.get("id"),
         number: r.get("number"),
@@ -129,7 +129,10 @@ fn version_row(r: &SqliteRow) -> StateVersion {
     }
 }
 
-async fn find_state(conn: &mut SqliteConnection, addr: StateAddr<'_>) -> Result<Option<StateRow>> {
+pub(crate) async fn find_state(
+    conn: &mut SqliteConnection,
+    addr: StateAddr<'_>,
+) -> Result<Option<StateRow>> {
     let row = sqlx::query("SELECT * FROM states WHERE project_id = ? AND environment = ? AND name = ? AND deleted_at IS NULL")
         .bind(addr.project_id)
         .bind(addr.environment)
@@ -154,7 +157,7 @@ async fn state_or_create(conn: &mut SqliteConnection, addr: StateAddr<'_>) -> Re
     Ok(state_row(&row))
 }
 
-async fn version_by_id(conn: &mut SqliteConnection, id: i64) -> Result<StateVersion> {
+pub(crate) async fn version_by_id(conn: &mut SqliteConnection, id: i64) -> Result<StateVersion> {
     let row = sqlx::query("SELECT * FROM state_versions WHERE id = ?")
         .bind(id)
         .fetch_one(&mut *conn)

@@ -969,7 +969,9 @@ impl Baseline {
     fn with_backend_override(&self) -> Result<()> {
         let state = self.dir.path().join("state").join("terraform.tfstate");
         std::fs::create_dir_all(state.parent().unwrap_or(self.dir.path()))?;
-        let text = ferry_engine::terraform::backend_override(&state);
+        // The baseline keeps its state in a local file, as PRODUCT.md §7 compares against.
+        let path = serde_json::to_string(&state.to_string_lossy()).unwrap_or_default();
+        let text = format!("terraform {{\n  backend \"local\" {{\n    path = {path}\n  }}\n}}\n");
         std::fs::write(
             self.tf_dir.join(ferry_engine::terraform::OVERRIDE_FILE),
             text,

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::config::{Config, Overrides, RawConfig, DEFAULT_DATA_DIR};
+use crate::AdminCmd;
 use crate::{
     AuditCmd, Cli, Command, ConfigCmd, DecisionArgs, Global, Output, ProjectCmd, ServerArgs,
     TokenCmd,
@@ -40,6 +41,10 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCmd::Verify) => audit_verify(&g).await,
+        Command::Admin(AdminCmd::Backup { dir }) => crate::admin::backup(&data_dir(&g), &dir).await,
+        Command::Admin(AdminCmd::Restore { dir }) => {
+            crate::admin::restore(&dir, &data_dir(&g)).await
+        }
         command => {
             let client = client(&g)?;
             match client_command(&g, &client, command).await {
@@ -482,7 +487,11 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 out!("token `{}` revoked", token.name);
             }
         }
-        Command::Server(_) | Command::Validate { .. } | Command::Audit(_) | Command::Config(_) => {
+        Command::Server(_)
+        | Command::Validate { .. }
+        | Command::Audit(_)
+        | Command::Admin(_)
+        | Command::Config(_) => {
             unreachable!("handled locally")
         }
     }

@@ -2,6 +2,7 @@
 //! (`validate`, `audit verify`). This file only parses arguments and dispatches; the work
 //! lives in the library crates and in `cli.rs`.
 
+mod admin;
 mod cli;
 mod config;
 
@@ -107,6 +108,9 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Administration of a local data dir.
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -162,6 +166,14 @@ pub enum TokenCmd {
     Revoke {
         name: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Take a consistent snapshot of the data dir's records into DIR (online-safe; never the master key).
+    Backup { dir: PathBuf },
+    /// Restore a backup into the (empty) data dir and verify its audit chain and state versions.
+    Restore { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]

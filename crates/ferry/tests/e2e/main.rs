@@ -8,6 +8,7 @@
 mod util;
 
 mod audit;
+mod backup;
 mod bad_input;
 mod crash;
 mod quickstart;
