@@ -18,7 +18,7 @@ use axum::routing::any;
 use axum::Router;
 use base64::Engine as _;
 use ferry_state::{LockDecision, LockInfo, LockRequest};
-use ferry_store::{NewStateVersion, StateAddr, UnlockOutcome, WriteOutcome};
+use ferry_store::{StateAddr, UnlockOutcome, WriteOutcome};
 use serde::Deserialize;
 
 use crate::auth::Identity;
@@ -264,11 +264,6 @@ async fn handle(
     }
 }
 
-/// The decryption context binds a version's ciphertext to its state and content.
-fn context(addr: StateAddr<'_>, sha256: &str) -> Vec<u8> {
-    format!("ferry/state/{}/{sha256}", addr.display()).into_bytes()
-}
-
 async fn get(state: &AppState, addr: StateAddr<'_>) -> Result<Response, ApiError> {
     let Some((_, Some(version))) = state.engine.store().state(addr).await? else {
         return Err(ApiError::not_found(format!(
@@ -276,14 +271,7 @@ async fn get(state: &AppState, addr: StateAddr<'_>) -> Result<Response, ApiError
             addr.display()
         )));
     };
-    let sealed = ferry_store::blob::read(state.engine.data_dir(), &version.blob)
-        .map_err(ApiError::internal)?;
-    let sealed =
-        ferry_secrets::envelope::Sealed::from_bytes(&sealed).map_err(ApiError::internal)?;
-    let plain =
-        ferry_secrets::envelope::open(&state.master_key, &sealed, &context(addr, &version.sha256))
-            .map_err(ApiError::internal)?;
-    let body = plain.expose().to_vec();
+    let body = state.engine.read_state_version(addr, &version)?;
     let md5 = ferry_state::content_md5(&body);
     Ok((
         StatusCode::OK,
@@ -310,31 +298,14 @@ async fn write(
     if force {
         identity.require_admin()?;
     }
-    if body.is_empty() {
-        return Err(ApiError::bad_request("the state body is empty"));
-    }
-    let meta = ferry_state::parse_state(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let sha256 = ferry_state::sha256_hex(body);
-    let sealed = ferry_secrets::envelope::seal(&state.master_key, body, &context(addr, &sha256));
-    let new = NewStateVersion {
-        meta: &meta,
-        sha256: &sha256,
-        size: body.len(),
-        key_id: state.master_key.id(),
-        sealed: &sealed.to_bytes(),
-    };
     let outcome = state
         .engine
-        .store()
-        .state_write(
-            &identity.actor(),
-            addr,
-            new,
-            query.id.as_deref(),
-            force,
-            state.engine.data_dir(),
-        )
-        .await?;
+        .write_state(&identity.actor(), addr, body, query.id.as_deref(), force)
+        .await
+        .map_err(|e| match e {
+            ferry_engine::state::WriteError::Invalid(message) => ApiError::bad_request(message),
+            ferry_engine::state::WriteError::Engine(e) => e.into(),
+        })?;
     Ok(match outcome {
         WriteOutcome::Written(_) | WriteOutcome::Idempotent => StatusCode::OK.into_response(),
         WriteOutcome::Refused(refusal) => {
