@@ -13,4 +13,5 @@ mod bad_input;
 mod crash;
 mod quickstart;
 mod shutdown;
+mod state_crash;
 mod stop_actions;
