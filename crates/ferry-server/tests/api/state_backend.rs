@@ -58,36 +58,18 @@ impl Tf {
         self.dir.path()
     }
 
-    /// Runs terraform; returns (exit code, stdout + stderr).
+    /// Runs terraform with `-no-color`; returns (exit code, stdout + stderr).
     async fn run(&self, args: &[&str]) -> (i32, String) {
-        let dir = self.path().to_owned();
-        let env = self.env.clone();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            let out = Command::new("terraform")
-                .args(&args)
-                .arg("-no-color")
-                .current_dir(dir)
-                .env_clear()
-                .envs(env)
-                .env("HOME", std::env::var("HOME").unwrap_or_default())
-                .output()
-                .expect("terraform runs");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (out.status.code().unwrap_or(-1), text)
-        })
-        .await
-        .unwrap()
+        let mut args = args.to_vec();
+        args.push("-no-color");
+        self.run_plain(&args).await
     }
 
-    /// Like `run` but without the trailing `-no-color` (for commands that do not take it).
+    /// Runs terraform exactly as given (for commands that do not take `-no-color`).
     async fn run_plain(&self, args: &[&str]) -> (i32, String) {
         let dir = self.path().to_owned();
         let env = self.env.clone();
+        let home = std::env::var("HOME").unwrap_or_default();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         tokio::task::spawn_blocking(move || {
             let out = Command::new("terraform")
@@ -95,6 +77,7 @@ impl Tf {
                 .current_dir(dir)
                 .env_clear()
                 .envs(env)
+                .env("HOME", home)
                 .output()
                 .expect("terraform runs");
             let text = format!(
