@@ -79,6 +79,10 @@ pub struct StoreConfig {
 pub struct Store {
     pool: SqlitePool,
     audit: Arc<audit::Chain>,
+    // Invariant: held for the whole of every write transaction. Writers queue here, in
+    // order, instead of colliding inside SQLite, whose busy handler sleeps 1–100 ms between
+    // retries.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -96,6 +100,7 @@ impl Store {
         Ok(Store {
             pool,
             audit: Arc::new(audit),
+            writer: Arc::default(),
         })
     }
 
@@ -119,10 +124,12 @@ impl Store {
         Ok(Store {
             pool,
             audit: Arc::new(audit::Chain::new(audit_key, checkpoint)),
+            writer: Arc::default(),
         })
     }
 
     pub async fn close(&self) {
+        self.audit.flush();
         self.pool.close().await;
     }
 
@@ -134,8 +141,35 @@ impl Store {
 
     /// A read-modify-write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock up front,
     /// so two writers never both read the old value and then collide on upgrade.
-    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    async fn write(&self) -> Result<WriteTx> {
+        let turn = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+}
+
+/// A write transaction holding this process's writer turn until it commits or drops.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &sqlx::SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.tx
     }
 }
 
