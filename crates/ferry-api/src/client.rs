@@ -53,6 +53,13 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let bytes = self.send_bytes(req).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+    }
+
+    /// Sends the request and returns the body of a successful answer as it came.
+    async fn send_bytes(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, ClientError> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
@@ -78,8 +85,7 @@ impl Client {
                 body,
             });
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+        Ok(bytes.to_vec())
     }
 
     fn url(&self, path: &str) -> String {
@@ -190,6 +196,173 @@ impl Client {
         self.get("/api/v1/tokens").await
     }
 
+    pub async fn states_list(
+        &self,
+        project: Option<&str>,
+    ) -> Result<Vec<StateSummary>, ClientError> {
+        match project {
+            Some(p) => {
+                self.get(&format!("/api/v1/states?project={}", enc(p)))
+                    .await
+            }
+            None => self.get("/api/v1/states").await,
+        }
+    }
+
+    pub async fn state_show(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+        version: Option<i64>,
+    ) -> Result<StateDetail, ClientError> {
+        let extra: Vec<_> = version
+            .map(|v| ("version", v.to_string()))
+            .into_iter()
+            .collect();
+        self.get(&state_path(project, environment, name, "", &extra))
+            .await
+    }
+
+    pub async fn state_versions(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<StateVersion>, ClientError> {
+        self.get(&state_path(project, environment, name, "/versions", &[]))
+            .await
+    }
+
+    /// The exact bytes of a version (admin only).
+    pub async fn state_pull(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+        version: Option<i64>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let extra: Vec<_> = version
+            .map(|v| ("version", v.to_string()))
+            .into_iter()
+            .collect();
+        self.send_bytes(self.http.get(self.url(&state_path(
+            project,
+            environment,
+            name,
+            "/raw",
+            &extra,
+        ))))
+        .await
+    }
+
+    pub async fn state_diff(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<StateDiff, ClientError> {
+        let extra = [("from", from.to_string()), ("to", to.to_string())];
+        self.get(&state_path(project, environment, name, "/diff", &extra))
+            .await
+    }
+
+    pub async fn state_lock_info(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+    ) -> Result<Option<StateLock>, ClientError> {
+        self.get(&state_path(project, environment, name, "/lock", &[]))
+            .await
+    }
+
+    /// Force-unlocks (admin only); returns the lock that was removed.
+    pub async fn state_unlock(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+    ) -> Result<Option<StateLock>, ClientError> {
+        self.send(
+            self.http
+                .delete(self.url(&state_path(project, environment, name, "/lock", &[]))),
+        )
+        .await
+    }
+
+    pub async fn state_rollback(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+        body: &StateRollback,
+    ) -> Result<StateVersion, ClientError> {
+        self.post(
+            &state_path(project, environment, name, "/rollback", &[]),
+            body,
+        )
+        .await
+    }
+
+    /// Writes `body` as a new version; `None` when it equals the current one.
+    pub async fn state_push(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+        body: Vec<u8>,
+        force: bool,
+    ) -> Result<Option<StateVersion>, ClientError> {
+        let extra: Vec<_> = force
+            .then(|| ("force", "true".to_owned()))
+            .into_iter()
+            .collect();
+        let url = self.url(&state_path(project, environment, name, "/push", &extra));
+        self.send(
+            self.http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    /// Soft-deletes the state (admin only).
+    pub async fn state_delete(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+    ) -> Result<(), ClientError> {
+        self.send_bytes(self.http.delete(self.url(&state_path(
+            project,
+            environment,
+            name,
+            "",
+            &[],
+        ))))
+        .await?;
+        Ok(())
+    }
+
+    pub async fn state_retention(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+        body: &StateRetention,
+    ) -> Result<StateRetention, ClientError> {
+        self.send(
+            self.http
+                .put(self.url(&state_path(project, environment, name, "/retention", &[])))
+                .json(body),
+        )
+        .await
+    }
+
     pub async fn tokens_revoke(&self, name: &str) -> Result<Token, ClientError> {
         self.send(
             self.http
@@ -197,6 +370,34 @@ impl Client {
         )
         .await
     }
+}
+
+/// `/api/v1/states/{project}/{environment}{suffix}?name=…&extra`: a named state is a query
+/// parameter on every state address.
+fn state_path(
+    project: &str,
+    environment: &str,
+    name: Option<&str>,
+    suffix: &str,
+    extra: &[(&str, String)],
+) -> String {
+    let mut query: Vec<String> = Vec::new();
+    if let Some(name) = name.filter(|n| !n.is_empty()) {
+        query.push(format!("name={}", enc(name)));
+    }
+    for (key, value) in extra {
+        query.push(format!("{key}={}", enc(value)));
+    }
+    let mut path = format!(
+        "/api/v1/states/{}/{}{suffix}",
+        enc(project),
+        enc(environment)
+    );
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    path
 }
 
 /// Percent-encodes a path segment.

@@ -278,3 +278,90 @@ pub struct TokenCreated {
     /// The token itself: shown once, never stored by Ferry.
     pub secret: String,
 }
+
+/// Who holds a state's lock, as Terraform reported it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateLock {
+    pub id: String,
+    pub operation: String,
+    pub info: String,
+    /// `user@hostname` as the client sent it.
+    pub who: String,
+    pub created: String,
+    /// The Ferry identity (token or run credential) that took the lock.
+    pub locked_by: Option<String>,
+}
+
+/// One version of a state: metadata only, never content.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateVersion {
+    /// 1, 2, 3 … within the state.
+    pub number: i64,
+    pub serial: i64,
+    pub lineage: String,
+    pub sha256: String,
+    pub size: i64,
+    /// The identity that wrote it.
+    pub writer: String,
+    pub created_at: String,
+    /// Retention deleted its content; the metadata stays.
+    pub pruned: bool,
+}
+
+/// A state in a listing. `name` is empty for an environment's main state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateSummary {
+    pub project: String,
+    pub environment: String,
+    pub name: String,
+    pub current: Option<StateVersion>,
+    pub lock: Option<StateLock>,
+    pub retention_days: i64,
+    pub retention_keep: i64,
+}
+
+/// One resource of a state, summarised: no attribute values.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateResource {
+    pub address: String,
+    pub kind: String,
+    pub instances: usize,
+}
+
+/// A state version with its resources summarised.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateDetail {
+    #[serde(flatten)]
+    pub state: StateSummary,
+    /// The version shown (the current one unless `?version=` asked for another).
+    pub version: StateVersion,
+    /// Empty for OpenTofu's encrypted state, whose resources Ferry cannot see.
+    pub resources: Vec<StateResource>,
+    pub encrypted: bool,
+}
+
+/// Resources added, removed and changed between two versions (addresses only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateDiff {
+    pub from: i64,
+    pub to: i64,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateRollback {
+    /// The version whose content becomes current again.
+    pub version: i64,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateRetention {
+    /// Keep versions at least this many days.
+    pub days: i64,
+    /// And always the newest this many.
+    pub keep: i64,
+}

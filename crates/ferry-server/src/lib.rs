@@ -22,7 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use ferry_core::Actor;
 use ferry_engine::{Engine, EngineConfig};
@@ -77,6 +77,41 @@ pub fn app(state: AppState) -> Router {
             post(api::tokens::tokens_create).get(api::tokens::tokens_list),
         )
         .route("/tokens/{name}", delete(api::tokens::tokens_revoke))
+        .route("/states", get(api::states::states_list))
+        .route(
+            "/states/{project}/{environment}",
+            get(api::states::state_show).delete(api::states::state_delete),
+        )
+        .route(
+            "/states/{project}/{environment}/versions",
+            get(api::states::state_versions),
+        )
+        .route(
+            "/states/{project}/{environment}/raw",
+            get(api::states::state_raw),
+        )
+        .route(
+            "/states/{project}/{environment}/diff",
+            get(api::states::state_diff),
+        )
+        .route(
+            "/states/{project}/{environment}/lock",
+            get(api::states::state_lock_info).delete(api::states::state_unlock),
+        )
+        .route(
+            "/states/{project}/{environment}/rollback",
+            post(api::states::state_rollback),
+        )
+        .route(
+            "/states/{project}/{environment}/push",
+            post(api::states::state_push).layer(axum::extract::DefaultBodyLimit::max(
+                backend::MAX_STATE_BYTES,
+            )),
+        )
+        .route(
+            "/states/{project}/{environment}/retention",
+            put(api::states::state_retention),
+        )
         .route("/openapi.json", get(api::system::openapi));
     Router::new()
         .nest("/api/v1", api)
@@ -286,6 +321,7 @@ impl Server {
             stop.await;
             trigger.cancel();
         });
+        let pruner = tokio::spawn(prune_state_versions(state.clone()));
         let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let http = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { token.cancelled().await });
@@ -299,8 +335,33 @@ impl Server {
             }
         };
         let (http_result, ()) = tokio::join!(async move { http.await }, engine_stop);
+        let _ = pruner.await;
         state.engine.store().close().await;
         http_result
+    }
+}
+
+/// How often state retention runs (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Applies every state's retention hourly until shutdown. A failed pass is logged and
+/// retried at the next tick; it never stops the server.
+async fn prune_state_versions(state: AppState) {
+    let actor = Actor::system("retention");
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store = state.engine.store();
+        if let Err(e) = store
+            .prune_state_versions(&actor, chrono::Utc::now(), state.engine.data_dir())
+            .await
+        {
+            tracing::warn!(error = %e, "state retention pass failed");
+        }
     }
 }
 

@@ -479,6 +479,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 }
             }
         }
+        Command::State(cmd) => return crate::state_cmd::run(g, client, cmd).await,
         Command::Token(TokenCmd::Revoke { name }) => {
             let token = client.tokens_revoke(&name).await?;
             if json {

@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod config;
+mod state_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +106,9 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Terraform states held by the built-in backend.
+    #[command(subcommand)]
+    State(state_cmd::StateCmd),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCmd),

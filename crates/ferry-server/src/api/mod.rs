@@ -4,6 +4,7 @@
 pub(crate) mod logs;
 pub(crate) mod projects;
 pub(crate) mod runs;
+pub(crate) mod states;
 pub(crate) mod system;
 pub(crate) mod tokens;
 
@@ -19,6 +20,9 @@ use utoipa::{Modify, OpenApi};
         runs::runs_create, runs::runs_list, runs::runs_get, runs::runs_cancel, runs::approvals_create,
         logs::logs_get, logs::logs_stream,
         tokens::tokens_create, tokens::tokens_list, tokens::tokens_revoke,
+        states::states_list, states::state_show, states::state_versions, states::state_raw, states::state_diff,
+        states::state_lock_info, states::state_unlock, states::state_rollback, states::state_push,
+        states::state_delete, states::state_retention,
     ),
     components(schemas(
         ferry_api::ErrorBody, ferry_api::Health, ferry_api::Whoami, ferry_api::ProjectCreate, ferry_api::Project,
@@ -26,6 +30,8 @@ use utoipa::{Modify, OpenApi};
         ferry_api::RunDetail, ferry_api::Stage, ferry_api::Action, ferry_api::PlanSummary, ferry_api::ResourceChange,
         ferry_api::Approval, ferry_api::ApprovalCreate, ferry_api::LogLine, ferry_api::LogPage,
         ferry_api::EnvironmentQueue, ferry_api::TokenCreate, ferry_api::Token, ferry_api::TokenCreated,
+        ferry_api::StateLock, ferry_api::StateVersion, ferry_api::StateSummary, ferry_api::StateResource,
+        ferry_api::StateDetail, ferry_api::StateDiff, ferry_api::StateRollback, ferry_api::StateRetention,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -16,4 +16,5 @@ mod logs;
 mod modes;
 mod run_list;
 mod state_backend;
+mod state_ops;
 mod system;

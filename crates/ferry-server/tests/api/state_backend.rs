@@ -24,13 +24,13 @@ resource "terraform_data" "app" {
 }
 "#;
 
-struct Tf {
+pub(crate) struct Tf {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
 }
 
 impl Tf {
-    fn new(
+    pub(crate) fn new(
         server: &TestServer,
         project: &str,
         environment: &str,
@@ -54,12 +54,12 @@ impl Tf {
         Tf { dir, env }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Runs terraform with `-no-color`; returns (exit code, stdout + stderr).
-    async fn run(&self, args: &[&str]) -> (i32, String) {
+    pub(crate) async fn run(&self, args: &[&str]) -> (i32, String) {
         let mut args = args.to_vec();
         args.push("-no-color");
         self.run_plain(&args).await
@@ -92,14 +92,14 @@ impl Tf {
     }
 }
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
 }
 
-async fn raw(
+pub(crate) async fn raw(
     server: &TestServer,
     method: &str,
     path: &str,
@@ -119,7 +119,7 @@ async fn raw(
     (status, response.text().await.unwrap())
 }
 
-async fn registered(server: &mut TestServer, name: &str) {
+pub(crate) async fn registered(server: &mut TestServer, name: &str) {
     server
         .project(
             name,
@@ -309,7 +309,7 @@ async fn a_held_lock_stops_terraform_and_names_its_holder_until_force_unlocked()
     );
 }
 
-async fn audit_actions(data: &Path) -> Vec<(String, String)> {
+pub(crate) async fn audit_actions(data: &Path) -> Vec<(String, String)> {
     let (key, _) =
         ferry_secrets::MasterKey::load(&ferry_secrets::KeySource::DataDir(data.to_owned()))
             .unwrap();
@@ -328,7 +328,7 @@ async fn audit_actions(data: &Path) -> Vec<(String, String)> {
     records.into_iter().map(|r| (r.action, r.actor)).collect()
 }
 
-fn state_json(serial: u64, lineage: &str) -> Vec<u8> {
+pub(crate) fn state_json(serial: u64, lineage: &str) -> Vec<u8> {
     serde_json::to_vec_pretty(&json!({"version": 4, "terraform_version": "1.15.5", "serial": serial, "lineage": lineage,
         "outputs": {}, "resources": [{"mode": "managed", "type": "terraform_data", "name": "x", "provider": "provider[\"terraform.io/builtin/terraform\"]", "instances": []}], "check_results": null}))
     .unwrap()

@@ -208,6 +208,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/tokens"),
     ("post", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{name}"),
+    ("get", "/api/v1/states"),
+    ("get", "/api/v1/states/{project}/{environment}"),
+    ("delete", "/api/v1/states/{project}/{environment}"),
+    ("get", "/api/v1/states/{project}/{environment}/versions"),
+    ("get", "/api/v1/states/{project}/{environment}/raw"),
+    ("get", "/api/v1/states/{project}/{environment}/diff"),
+    ("get", "/api/v1/states/{project}/{environment}/lock"),
+    ("delete", "/api/v1/states/{project}/{environment}/lock"),
+    ("post", "/api/v1/states/{project}/{environment}/rollback"),
+    ("post", "/api/v1/states/{project}/{environment}/push"),
+    ("put", "/api/v1/states/{project}/{environment}/retention"),
 ];
 
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];

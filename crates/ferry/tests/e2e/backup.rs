@@ -79,12 +79,15 @@ fn an_online_backup_restores_and_verifies_and_a_damaged_one_is_refused() {
 }
 
 fn first_file(dir: &std::path::Path) -> std::path::PathBuf {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            return first_file(&path);
-        }
-        return path;
+    let path = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .unwrap_or_else(|| panic!("no file under {}", dir.display()));
+    if path.is_dir() {
+        first_file(&path)
+    } else {
+        path
     }
-    panic!("no file under {}", dir.display());
 }

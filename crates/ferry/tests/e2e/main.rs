@@ -13,5 +13,6 @@ mod bad_input;
 mod crash;
 mod quickstart;
 mod shutdown;
+mod state;
 mod state_crash;
 mod stop_actions;

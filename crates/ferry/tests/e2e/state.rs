@@ -1,0 +1,76 @@
+//! `ferry state …` against a real server whose pipeline wrote the state through the built-in
+//! backend: list, versions, show, pull (exact bytes) and rollback, text and JSON output.
+
+use std::time::Duration;
+
+use ferry_test_support::{terraform_data_config, MINIMAL_FERRY_YAML};
+
+use crate::util::{repo_with, Server};
+
+#[test]
+fn the_state_commands_list_show_pull_and_roll_back_a_pipelines_state() {
+    let server = Server::start();
+    let repo = repo_with(&[
+        ("ferry.yaml", MINIMAL_FERRY_YAML),
+        ("main.tf", &terraform_data_config(2)),
+    ]);
+    server.add_project("net", &repo);
+    let run = server.trigger("net", &[]);
+    server.wait_status(run, "Succeeded", Duration::from_secs(60));
+
+    let out = server.cli(&["state", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("net/default"), "{out:?}");
+    assert!(out.stdout.contains("unlocked"), "{out:?}");
+    let out = server.cli(&["--output", "json", "state", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let states: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let current = states[0]["current"]["number"].as_i64().unwrap();
+    let serial = states[0]["current"]["serial"].as_i64().unwrap();
+
+    let out = server.cli(&["--output", "json", "state", "versions", "net/default"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let versions: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(versions[0]["number"].as_i64().unwrap(), current);
+
+    let out = server.cli(&["state", "show", "net/default"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("terraform_data.r"), "{out:?}");
+    assert!(out.stdout.contains("2 instance(s)"), "{out:?}");
+    assert!(
+        !out.stdout.contains("r-0"),
+        "values must never be shown: {out:?}"
+    );
+
+    let out = server.cli(&["state", "pull", "net/default"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pulled: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(pulled["serial"].as_i64().unwrap(), serial);
+    assert!(out.stdout.contains("r-0"));
+
+    let first = versions.as_array().unwrap().last().unwrap()["number"]
+        .as_i64()
+        .unwrap();
+    let out = server.cli(&[
+        "--output",
+        "json",
+        "state",
+        "rollback",
+        "net/default",
+        "--to-version",
+        &first.to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rolled: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rolled["serial"].as_i64().unwrap(), serial + 1);
+    assert_eq!(rolled["number"].as_i64().unwrap(), current + 1);
+
+    let out = server.cli(&["state", "versions", "net/default"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.lines().count() >= 3, "{out:?}");
+
+    // A malformed address is a usage error, not a request.
+    let out = server.cli(&["state", "show", "net"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("PROJECT/ENVIRONMENT"), "{out:?}");
+}
