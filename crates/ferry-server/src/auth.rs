@@ -112,3 +112,18 @@ pub(crate) async fn audit_failure<T>(
     }
     result
 }
+
+/// Refuses a non-admin, recording the refusal in the audit log before answering.
+pub(crate) async fn require_admin_audited(
+    state: &AppState,
+    identity: &Identity,
+    action: &str,
+    target: &str,
+) -> Result<(), ApiError> {
+    if let Err(denied) = identity.require_admin() {
+        let entry = ferry_store::AuditEntry::new(action, target).outcome("denied");
+        state.engine.store().audit(&identity.actor(), entry).await?;
+        return Err(denied);
+    }
+    Ok(())
+}

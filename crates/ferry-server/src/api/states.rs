@@ -16,7 +16,7 @@ use ferry_state::LockRequest;
 use ferry_store::{AuditEntry, StateAddr, StateRow, UnlockOutcome, VersionInfo, WriteOutcome};
 use serde::Deserialize;
 
-use crate::auth::{audit_failure, Identity};
+use crate::auth::{audit_failure, require_admin_audited, Identity};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::AppState;
@@ -180,21 +180,6 @@ fn content(state: &AppState, r: &Resolved, v: &VersionInfo) -> ApiResult<Vec<u8>
     Ok(state.engine.read_state_version(r.addr(), &v.version)?)
 }
 
-/// Audits a refused admin request before answering it.
-async fn require_admin(
-    state: &AppState,
-    identity: &Identity,
-    action: &str,
-    target: &str,
-) -> ApiResult<()> {
-    if let Err(denied) = identity.require_admin() {
-        let entry = AuditEntry::new(action, target).outcome("denied");
-        state.engine.store().audit(&identity.actor(), entry).await?;
-        return Err(denied);
-    }
-    Ok(())
-}
-
 /// A write's outcome as an API answer: 409 for every refusal, with the reason.
 fn written(outcome: WriteOutcome) -> ApiResult<Option<ferry_store::StateVersion>> {
     match outcome {
@@ -340,7 +325,7 @@ pub(crate) async fn state_raw(
             .map(|n| format!("/{n}"))
             .unwrap_or_default()
     );
-    require_admin(&state, &identity, "state.pull", &target).await?;
+    require_admin_audited(&state, &identity, "state.pull", &target).await?;
     let result = async {
         let r = resolve(&state, project, environment, query.name).await?;
         let (_, v) = load(&state, &r, query.version).await?;
@@ -419,7 +404,7 @@ pub(crate) async fn state_unlock(
     Query(query): Query<NameQuery>,
 ) -> ApiResult<axum::Json<Option<api::StateLock>>> {
     let target = format!("state/{project}/{environment}");
-    require_admin(&state, &identity, "state.force_unlock", &target).await?;
+    require_admin_audited(&state, &identity, "state.force_unlock", &target).await?;
     let result = async {
         let r = resolve(&state, project, environment, query.name).await?;
         let store = state.engine.store();
@@ -521,7 +506,7 @@ pub(crate) async fn state_push(
     let force = query.force.unwrap_or(false);
     let target = format!("state/{project}/{environment}");
     if force {
-        require_admin(&state, &identity, "state.push_force", &target).await?;
+        require_admin_audited(&state, &identity, "state.push_force", &target).await?;
     }
     let result = async {
         let r = resolve(&state, project, environment, query.name).await?;
@@ -554,7 +539,7 @@ pub(crate) async fn state_delete(
     Query(query): Query<NameQuery>,
 ) -> ApiResult<StatusCode> {
     let target = format!("state/{project}/{environment}");
-    require_admin(&state, &identity, "state.delete", &target).await?;
+    require_admin_audited(&state, &identity, "state.delete", &target).await?;
     let result = async {
         let r = resolve(&state, project, environment, query.name).await?;
         state
@@ -582,7 +567,7 @@ pub(crate) async fn state_retention(
     Json(body): Json<api::StateRetention>,
 ) -> ApiResult<axum::Json<api::StateRetention>> {
     let target = format!("state/{project}/{environment}");
-    require_admin(&state, &identity, "state.retention", &target).await?;
+    require_admin_audited(&state, &identity, "state.retention", &target).await?;
     let result = async {
         if body.days < 0 || body.keep < 1 {
             return Err(ApiError::bad_request(

@@ -3,28 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_api as api;
-use ferry_store::AuditEntry;
 
-use crate::auth::{audit_failure, Identity};
+use crate::auth::{audit_failure, require_admin_audited, Identity};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::AppState;
-
-/// Audits a refused admin request before answering it.
-async fn require_admin(
-    state: &AppState,
-    identity: &Identity,
-    action: &str,
-    target: &str,
-) -> ApiResult<()> {
-    if let Err(denied) = identity.require_admin() {
-        let entry = AuditEntry::new(action, target).outcome("denied");
-        state.engine.store().audit(&identity.actor(), entry).await?;
-        return Err(denied);
-    }
-    Ok(())
-}
 
 /// Creates a named token. Its secret is in this response only.
 #[utoipa::path(post, path = "/api/v1/tokens", request_body = api::TokenCreate,
@@ -35,7 +19,7 @@ pub(crate) async fn tokens_create(
     Json(body): Json<api::TokenCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<api::TokenCreated>)> {
     let target = format!("token/{}", body.name);
-    require_admin(&state, &identity, "token.create", &target).await?;
+    require_admin_audited(&state, &identity, "token.create", &target).await?;
     let new = ferry_secrets::generate_token();
     let result = async {
         super::projects::check_name("token", &body.name)?;
@@ -81,7 +65,7 @@ pub(crate) async fn tokens_revoke(
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<api::Token>> {
     let target = format!("token/{name}");
-    require_admin(&state, &identity, "token.revoke", &target).await?;
+    require_admin_audited(&state, &identity, "token.revoke", &target).await?;
     let result = state
         .engine
         .store()
