@@ -15,6 +15,8 @@
 //! Run: `cargo bench -p ferry --bench overhead` (`FERRY_BENCH_ITERS`, default 5). See
 //! docs/benchmarks.md.
 
+mod support;
+
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -454,72 +456,18 @@ struct Observed {
 
 impl Server {
     fn start(path_var: &str) -> Result<Server> {
-        let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
-        let data_dir = tmp.path().join("data");
-        let log = File::create(tmp.path().join("server.log"))?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("FERRY_") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .current_dir(tmp.path())
-            .env("PATH", path_var)
-            .env("FERRY_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning ferry server")?;
+        let launched = support::launch(path_var, "ferry-bench-")?;
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()?;
-        let mut server = Server {
-            child,
-            url: String::new(),
-            token: String::new(),
-            data_dir,
+        Ok(Server {
+            child: launched.child,
+            url: launched.url,
+            token: launched.token,
+            data_dir: launched.data_dir,
             http,
-            _tmp: tmp,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                bail!(
-                    "ferry server exited with {status}; see {}",
-                    server.log_path().display()
-                );
-            }
-            let url =
-                std::fs::read_to_string(server.data_dir.join("server.url")).unwrap_or_default();
-            let token =
-                std::fs::read_to_string(server.data_dir.join("admin.token")).unwrap_or_default();
-            if !url.trim().is_empty() && !token.trim().is_empty() {
-                server.url = url.trim().to_owned();
-                server.token = token.trim().to_owned();
-                if server
-                    .http
-                    .get(format!("{}/healthz", server.url))
-                    .send()
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    return Ok(server);
-                }
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "ferry server did not come up in 30 s; see {}",
-                server.log_path().display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self._tmp.path().join("server.log")
+            _tmp: launched.tmp,
+        })
     }
 
     fn plans_dir(&self, run: i64) -> PathBuf {
