@@ -59,6 +59,15 @@ pub enum StateCmd {
     },
     /// Soft-delete the state (admin only; its versions stay until retention prunes them).
     Delete { state: String },
+    /// Set how long versions are kept (admin only; audited): versions older than DAYS are
+    /// pruned, except the newest KEEP and the current one. Applies at once.
+    Retention {
+        state: String,
+        #[arg(long)]
+        days: i64,
+        #[arg(long)]
+        keep: i64,
+    },
 }
 
 /// `project/environment[/name]`.
@@ -300,6 +309,20 @@ pub(crate) async fn run(g: &Global, client: &Client, command: StateCmd) -> Resul
                 writeln!(
                     out,
                     "{state} deleted (its versions are kept until retention prunes them)"
+                )?;
+            }
+        }
+        StateCmd::Retention { state, days, keep } => {
+            let (p, e, n) = address(&state)?;
+            let body = ferry_api::StateRetention { days, keep };
+            let set = client.state_retention(&p, &e, n.as_deref(), &body).await?;
+            if json {
+                print_json(&set)?;
+            } else {
+                writeln!(
+                    out,
+                    "{state}: versions kept {} days, and always the newest {}",
+                    set.days, set.keep
                 )?;
             }
         }

@@ -69,6 +69,29 @@ fn the_state_commands_list_show_pull_and_roll_back_a_pipelines_state() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.lines().count() >= 3, "{out:?}");
 
+    // Retention from the CLI: keep only the newest version; the older ones are pruned at once.
+    let out = server.cli(&[
+        "state",
+        "retention",
+        "net/default",
+        "--days",
+        "0",
+        "--keep",
+        "1",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("newest 1"), "{out:?}");
+    let out = server.cli(&["--output", "json", "state", "versions", "net/default"]);
+    let versions: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let versions = versions.as_array().unwrap();
+    let kept: Vec<_> = versions.iter().filter(|v| v["pruned"] != true).collect();
+    assert_eq!(kept.len(), 1, "{versions:#?}");
+    assert_eq!(
+        kept[0]["number"].as_i64().unwrap(),
+        current + 1,
+        "the current version is never pruned"
+    );
+
     // A malformed address is a usage error, not a request.
     let out = server.cli(&["state", "show", "net"]);
     assert_eq!(out.code, 2, "{out:?}");
