@@ -116,6 +116,12 @@ impl AuditKey {
         AuditKey(Zeroizing::new(master.derive("audit-chain")))
     }
 
+    /// A key kept in the keyring (wrapped by the master key), so the master key can rotate
+    /// without changing the chain's MACs.
+    pub fn from_bytes(bytes: [u8; 32]) -> AuditKey {
+        AuditKey(Zeroizing::new(bytes))
+    }
+
     /// Builds entry `seq` with its MAC. `prev_mac` is the previous entry's
     /// `mac`, or `""` for entry 1.
     #[allow(clippy::too_many_arguments)]

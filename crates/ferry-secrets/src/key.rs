@@ -77,6 +77,14 @@ impl MasterKey {
         }
     }
 
+    /// A fresh random key and its hex encoding (the `master.key` file format), for rotation.
+    pub fn generate() -> (MasterKey, zeroize::Zeroizing<String>) {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes[..]);
+        let text = zeroize::Zeroizing::new(hex::encode(bytes));
+        (MasterKey::from_bytes(bytes), text)
+    }
+
     pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
         let bytes = Zeroizing::new(bytes);
         let id = key_id(&bytes);

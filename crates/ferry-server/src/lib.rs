@@ -26,7 +26,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use ferry_core::Actor;
 use ferry_engine::{Engine, EngineConfig};
-use ferry_secrets::{AuditKey, KeySource, MasterKey};
+use ferry_secrets::{KeySource, MasterKey};
 use ferry_store::{Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -226,6 +226,38 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// Where a master key rotation keeps the new key until it commits.
+pub fn next_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("master.key.next")
+}
+
+/// Finishes or undoes a master key rotation that stopped half-way: the new key waits in
+/// `master.key.next` until the database commit that re-wrapped everything; if the keyring
+/// already names the new key, the commit happened and the new key takes its place, otherwise
+/// the old key still rules and the new one is dropped.
+pub async fn finish_interrupted_rotation(data_dir: &Path) -> Result<(), StartError> {
+    let next = next_key_path(data_dir);
+    if !next.exists() {
+        return Ok(());
+    }
+    let (new, _) = MasterKey::load(&KeySource::File(next.clone()))?;
+    let db = db_path(data_dir);
+    let committed =
+        db.exists() && ferry_store::keyring_key_id(&db).await?.as_deref() == Some(new.id());
+    if committed {
+        std::fs::rename(&next, data_dir.join(ferry_secrets::key::DATA_DIR_KEY_FILE))?;
+        std::fs::File::open(data_dir)?.sync_all()?;
+        tracing::warn!(
+            key_id = new.id(),
+            "finished an interrupted master key rotation"
+        );
+    } else {
+        std::fs::remove_file(&next)?;
+        tracing::warn!("dropped the new key of a master key rotation that never committed");
+    }
+    Ok(())
+}
+
 /// A started server: bound, recovered, ready to serve.
 pub struct Server {
     pub state: AppState,
@@ -242,6 +274,9 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         path: dir.clone(),
         source,
     })?;
+    if let KeySource::DataDir(dir) = &config.master_key {
+        finish_interrupted_rotation(dir).await?;
+    }
     let (master, created) = MasterKey::load(&config.master_key)?;
     if created {
         tracing::info!(key_id = master.id(), "created a new master key");
@@ -250,7 +285,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         path: db_path(dir),
         audit_checkpoint: audit_checkpoint_path(dir),
     };
-    let store = Store::open(&store_config, AuditKey::new(&master)).await?;
+    let store = Store::open(&store_config, &master).await?;
     if store.count_tokens().await? == 0 {
         let token = ferry_secrets::generate_token();
         store

@@ -49,3 +49,38 @@ impl Store {
             .collect())
     }
 }
+
+/// A state version re-encrypted under a new master key: its new blob, already durable.
+#[derive(Debug, Clone)]
+pub struct Reencrypted {
+    pub version_id: i64,
+    pub blob: String,
+}
+
+impl Store {
+    /// The commit point of a master key rotation: every version's row moves to its
+    /// re-encrypted blob and the keyring is re-wrapped, in one transaction, audited.
+    pub async fn commit_rotation(
+        &self,
+        actor: &crate::Actor,
+        old: &ferry_secrets::MasterKey,
+        new: &ferry_secrets::MasterKey,
+        versions: &[Reencrypted],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        for v in versions {
+            sqlx::query("UPDATE state_versions SET blob = ?, key_id = ? WHERE id = ?")
+                .bind(&v.blob)
+                .bind(new.id())
+                .bind(v.version_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        crate::keyring::rewrap(&mut tx, old, new).await?;
+        let entry = crate::AuditEntry::new("admin.rotate_master_key", "master-key")
+            .details(serde_json::json!({ "from": old.id(), "to": new.id(), "state_versions": versions.len() }));
+        let record = self.audit_in(&mut tx, actor, entry).await?;
+        tx.commit().await?;
+        self.audit_committed(&record)
+    }
+}

@@ -14,6 +14,7 @@
 mod audit;
 mod backup;
 pub mod blob;
+mod keyring;
 pub mod model;
 mod state_ops;
 mod states;
@@ -27,12 +28,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_secrets::AuditKey;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use backup::StoredVersion;
+pub use backup::{Reencrypted, StoredVersion};
 pub use ferry_core::Actor;
+pub use keyring::keyring_key_id;
 pub use model::*;
 pub use state_ops::{PrunedVersions, StateListing, VersionInfo};
 pub use states::{NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome};
@@ -87,7 +88,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database and applies the embedded migrations.
-    pub async fn open(config: &StoreConfig, audit_key: AuditKey) -> Result<Store> {
+    pub async fn open(config: &StoreConfig, master: &ferry_secrets::MasterKey) -> Result<Store> {
         let options = connect_options(&config.path)?
             .journal_mode(SqliteJournalMode::Wal)
             .create_if_missing(true);
@@ -96,6 +97,7 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let audit_key = keyring::audit_key(&pool, master, true).await?;
         let audit = audit::Chain::new(audit_key, config.audit_checkpoint.clone());
         Ok(Store {
             pool,
@@ -107,7 +109,7 @@ impl Store {
     /// Opens an existing database read-only, for offline tools such as `ferry audit verify`.
     pub async fn open_read_only(
         path: &Path,
-        audit_key: AuditKey,
+        master: &ferry_secrets::MasterKey,
         checkpoint: PathBuf,
     ) -> Result<Store> {
         if !path.exists() {
@@ -121,6 +123,7 @@ impl Store {
             .max_connections(1)
             .connect_with(options)
             .await?;
+        let audit_key = keyring::audit_key(&pool, master, false).await?;
         Ok(Store {
             pool,
             audit: Arc::new(audit::Chain::new(audit_key, checkpoint)),
@@ -173,7 +176,7 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
-fn connect_options(path: &Path) -> Result<SqliteConnectOptions> {
+pub(crate) fn connect_options(path: &Path) -> Result<SqliteConnectOptions> {
     let url = format!("sqlite://{}", path.display());
     // The journal mode is set by `open` only: a read-only connection must not try to change
     // it (a snapshot from `VACUUM INTO` is not in WAL mode).

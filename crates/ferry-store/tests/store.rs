@@ -6,7 +6,7 @@
 use ferry_core::{
     Actor, ApprovalRule, RunEvent, RunId, RunStatus, StageEvent, StageKind, StageStatus,
 };
-use ferry_secrets::{AuditKey, MasterKey};
+use ferry_secrets::MasterKey;
 use ferry_store::{Decision, Hold, NewAction, NewRun, NewStage, Store, StoreConfig};
 
 struct Fixture {
@@ -22,7 +22,7 @@ async fn fixture() -> Fixture {
         audit_checkpoint: dir.path().join("audit.head"),
     };
     let key = MasterKey::from_bytes([7; 32]);
-    let store = Store::open(&config, AuditKey::new(&key)).await.unwrap();
+    let store = Store::open(&config, &key).await.unwrap();
     let project = store
         .create_project(&admin(), "net", "/tmp/repo")
         .await

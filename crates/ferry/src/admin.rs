@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use ferry_secrets::{AuditKey, KeySource, MasterKey};
+use ferry_secrets::{KeySource, MasterKey};
 use ferry_store::Store;
 use sha2::Digest;
 
@@ -62,12 +62,7 @@ pub(crate) async fn backup(data: &Path, dest: &Path) -> Result<ExitCode> {
     }
     private_dir(dest)?;
     let key = load_key(data)?;
-    let store = Store::open_read_only(
-        &db,
-        AuditKey::new(&key),
-        ferry_server::audit_checkpoint_path(data),
-    )
-    .await?;
+    let store = Store::open_read_only(&db, &key, ferry_server::audit_checkpoint_path(data)).await?;
     store
         .snapshot_into(&ferry_server::db_path(dest))
         .await
@@ -145,7 +140,7 @@ pub(crate) async fn restore(backup: &Path, data: &Path) -> Result<ExitCode> {
     let key = load_key(data).context("the restored data needs its master key: put it at DATA_DIR/master.key (0600) or set FERRY_MASTER_KEY")?;
     let store = Store::open_read_only(
         &ferry_server::db_path(data),
-        AuditKey::new(&key),
+        &key,
         ferry_server::audit_checkpoint_path(data),
     )
     .await?;
@@ -202,4 +197,87 @@ pub(crate) async fn restore(backup: &Path, data: &Path) -> Result<ExitCode> {
         }
         Ok(ExitCode::from(1))
     }
+}
+
+/// Re-encrypts every state version under a new master key and re-wraps the keyring (the audit
+/// chain's key), with the server stopped. The new key waits in `master.key.next` until the
+/// one database transaction that switches every version commits; a crash before that keeps
+/// the old key, after it the next start (or this command) finishes the switch.
+pub(crate) async fn rotate_master_key(data: &Path) -> Result<ExitCode> {
+    if std::env::var_os("FERRY_MASTER_KEY").is_some()
+        || std::env::var_os("FERRY_MASTER_KEY_FILE").is_some()
+    {
+        bail!("rotation replaces DATA_DIR/master.key; with FERRY_MASTER_KEY or FERRY_MASTER_KEY_FILE, unset it and put the current key in DATA_DIR/master.key (0600) first");
+    }
+    let db = ferry_server::db_path(data);
+    if !db.exists() {
+        bail!("no Ferry database at {}", db.display());
+    }
+    if let Ok(url) = std::fs::read_to_string(ferry_server::server_url_path(data)) {
+        let addr = url.trim().trim_start_matches("http://").to_owned();
+        if let Ok(addr) = addr.parse::<std::net::SocketAddr>() {
+            if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+                .is_ok()
+            {
+                bail!("a server is running on {addr}; stop it before rotating the master key");
+            }
+        }
+    }
+    ferry_server::finish_interrupted_rotation(data).await?;
+    let old = load_key(data)?;
+    let (new, text) = MasterKey::generate();
+    let next = ferry_server::next_key_path(data);
+    ferry_secrets::write_secret_file(&next, format!("{}\n", text.as_str()).as_bytes())?;
+    let config = ferry_store::StoreConfig {
+        path: db.clone(),
+        audit_checkpoint: ferry_server::audit_checkpoint_path(data),
+    };
+    let store = Store::open(&config, &old).await?;
+    let mut moved = Vec::new();
+    let mut old_blobs = Vec::new();
+    for stored in store.stored_versions().await? {
+        let addr = ferry_store::StateAddr {
+            project_id: 0,
+            project: &stored.project,
+            environment: &stored.environment,
+            name: &stored.name,
+        };
+        let context = ferry_engine::state::context(addr, &stored.version.sha256);
+        let sealed = ferry_secrets::envelope::Sealed::from_bytes(&ferry_store::blob::read(
+            data,
+            &stored.version.blob,
+        )?)?;
+        let plain = ferry_secrets::envelope::open(&old, &sealed, &context)?;
+        let resealed = ferry_secrets::envelope::seal(&new, plain.expose(), &context).to_bytes();
+        let blob = format!(
+            "{}.{}.bin",
+            stored.version.blob.trim_end_matches(".bin"),
+            &new.id()[..8]
+        );
+        ferry_store::blob::write_durable(data, &blob, &resealed)?;
+        moved.push(ferry_store::Reencrypted {
+            version_id: stored.version.id,
+            blob,
+        });
+        old_blobs.push(stored.version.blob.clone());
+    }
+    store
+        .commit_rotation(&ferry_core::Actor::system("cli"), &old, &new, &moved)
+        .await?;
+    store.close().await;
+    ferry_server::finish_interrupted_rotation(data).await?;
+    for blob in old_blobs {
+        let _ = std::fs::remove_file(data.join(blob));
+    }
+    println!(
+        "master key rotated: {} → {}; {} state versions re-encrypted, the keyring re-wrapped",
+        old.id(),
+        new.id(),
+        moved.len()
+    );
+    println!(
+        "backups taken before now still need the old key (id {}); keep it until they expire",
+        old.id()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -42,6 +42,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Audit(AuditCmd::Verify) => audit_verify(&g).await,
         Command::Admin(AdminCmd::Backup { dir }) => crate::admin::backup(&data_dir(&g), &dir).await,
+        Command::Admin(AdminCmd::RotateMasterKey) => {
+            crate::admin::rotate_master_key(&data_dir(&g)).await
+        }
         Command::Admin(AdminCmd::Restore { dir }) => {
             crate::admin::restore(&dir, &data_dir(&g)).await
         }
@@ -252,12 +255,7 @@ async fn audit_verify(g: &Global) -> Result<ExitCode> {
     };
     let (key, _) = ferry_secrets::MasterKey::load(&key_source)?;
     let checkpoint = ferry_server::audit_checkpoint_path(&dir);
-    let store = ferry_store::Store::open_read_only(
-        &db,
-        ferry_secrets::AuditKey::new(&key),
-        checkpoint.clone(),
-    )
-    .await?;
+    let store = ferry_store::Store::open_read_only(&db, &key, checkpoint.clone()).await?;
     let result = store.verify_audit().await?;
     store.close().await;
     let result = match result {

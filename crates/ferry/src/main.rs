@@ -178,6 +178,8 @@ pub enum AdminCmd {
     Backup { dir: PathBuf },
     /// Restore a backup into the (empty) data dir and verify its audit chain and state versions.
     Restore { dir: PathBuf },
+    /// Re-encrypt every state version under a new master key (server stopped; audited).
+    RotateMasterKey,
 }
 
 #[derive(Subcommand, Debug)]

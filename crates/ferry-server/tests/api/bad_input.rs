@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ferry_api::{ProjectCreate, RunCreate, TokenCreate};
-use ferry_secrets::{AuditKey, KeySource, MasterKey};
+use ferry_secrets::{KeySource, MasterKey};
 use ferry_test_support::{terraform_data_config, MINIMAL_FERRY_YAML};
 use serde_json::json;
 
@@ -500,7 +500,7 @@ async fn tokens_are_required_and_only_admins_manage_them() {
         assert!(!created);
         let store = ferry_store::Store::open_read_only(
             &ferry_server::db_path(data),
-            AuditKey::new(&master),
+            &master,
             ferry_server::audit_checkpoint_path(data),
         )
         .await

@@ -313,13 +313,10 @@ pub(crate) async fn audit_actions(data: &Path) -> Vec<(String, String)> {
     let (key, _) =
         ferry_secrets::MasterKey::load(&ferry_secrets::KeySource::DataDir(data.to_owned()))
             .unwrap();
-    let store = ferry_store::Store::open_read_only(
-        &data.join("ferry.db"),
-        ferry_secrets::AuditKey::new(&key),
-        data.join("audit.head"),
-    )
-    .await
-    .unwrap();
+    let store =
+        ferry_store::Store::open_read_only(&data.join("ferry.db"), &key, data.join("audit.head"))
+            .await
+            .unwrap();
     let records = store.audit_records(0, 10_000).await.unwrap();
     assert!(
         store.verify_audit().await.unwrap().is_ok(),

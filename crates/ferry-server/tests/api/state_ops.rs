@@ -406,7 +406,7 @@ async fn state_ops_retention_prunes_old_versions_and_delete_is_soft() {
             .unwrap();
     let store = ferry_store::Store::open_read_only(
         &data.path().join("ferry.db"),
-        ferry_secrets::AuditKey::new(&key),
+        &key,
         data.path().join("audit.head"),
     )
     .await

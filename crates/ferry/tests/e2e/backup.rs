@@ -91,3 +91,60 @@ fn first_file(dir: &std::path::Path) -> std::path::PathBuf {
         path
     }
 }
+
+#[test]
+fn rotating_the_master_key_keeps_state_readable_and_the_audit_chain_verifiable() {
+    let mut server = Server::start();
+    let repo = repo_with(&[
+        ("ferry.yaml", MINIMAL_FERRY_YAML),
+        ("main.tf", &terraform_data_config(2)),
+    ]);
+    server.add_project("rot", &repo);
+    let run = server.trigger("rot", &[]);
+    server.wait_status(run, "Succeeded", Duration::from_secs(60));
+    let before = server.cli(&["state", "pull", "rot/default"]);
+    assert_eq!(before.code, 0, "{before:?}");
+
+    // Refused while the server runs.
+    let out = server.cli(&["admin", "rotate-master-key"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("stop it"), "{out:?}");
+    server.stop();
+
+    let old_key = std::fs::read_to_string(server.data.join("master.key")).unwrap();
+    let out = server.cli(&["admin", "rotate-master-key"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let new_key = std::fs::read_to_string(server.data.join("master.key")).unwrap();
+    assert_ne!(old_key, new_key, "the key file holds the new key");
+    assert!(!server.data.join("master.key.next").exists());
+    assert_eq!(
+        server.cli(&["audit", "verify"]).code,
+        0,
+        "the chain still verifies under the new key"
+    );
+
+    // A rotation that never committed leaves a stray next key: the next start drops it.
+    std::fs::write(
+        server.data.join("master.key.next"),
+        format!("{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        server.data.join("master.key.next"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    server.restart();
+    assert!(!server.data.join("master.key.next").exists());
+    assert_eq!(
+        std::fs::read_to_string(server.data.join("master.key")).unwrap(),
+        new_key
+    );
+
+    // Same state bytes, and the pipeline goes on with its state.
+    let after = server.cli(&["state", "pull", "rot/default"]);
+    assert_eq!(after.stdout, before.stdout);
+    let again = server.trigger("rot", &[]);
+    let detail = server.wait_status(again, "Succeeded", Duration::from_secs(60));
+    assert_eq!(detail["plans"][0]["has_changes"], false, "{detail:#}");
+}
