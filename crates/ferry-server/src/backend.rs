@@ -250,6 +250,7 @@ async fn handle(
     match (lock_path, method.as_str()) {
         (false, "GET") => get(state, addr).await,
         (false, "POST" | "PUT") => write(state, identity, addr, query, &body).await,
+        (false, "DELETE") => delete(state, identity, addr).await,
         (false, "LOCK") | (true, "POST" | "LOCK" | "PUT") => {
             lock(state, identity, addr, &body).await
         }
@@ -311,6 +312,28 @@ async fn write(
         )
         .into_response(),
     })
+}
+
+/// DELETE: a soft delete (admin only, audited; refused while locked). Terraform's CLI never
+/// sends it; other tools (GitLab-style clients) do. Versions stay until retention prunes them.
+async fn delete(
+    state: &AppState,
+    identity: &Identity,
+    addr: StateAddr<'_>,
+) -> Result<Response, ApiError> {
+    crate::auth::require_admin_audited(
+        state,
+        identity,
+        "state.delete",
+        &format!("state/{}", addr.display()),
+    )
+    .await?;
+    state
+        .engine
+        .store()
+        .delete_state(&identity.actor(), addr)
+        .await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn lock(

@@ -147,6 +147,21 @@ async fn state_or_create(conn: &mut SqliteConnection, addr: StateAddr<'_>) -> Re
     if let Some(state) = find_state(conn, addr).await? {
         return Ok(state);
     }
+    // A soft-deleted state at this address starts again empty: its old versions stay in the
+    // history (until retention prunes them), but none of them is current.
+    let revived = sqlx::query(
+        "UPDATE states SET deleted_at = NULL, current_version = NULL, lock_id = NULL, lock_info = NULL, \
+         locked_by = NULL, locked_at = NULL \
+         WHERE project_id = ? AND environment = ? AND name = ? AND deleted_at IS NOT NULL RETURNING *",
+    )
+    .bind(addr.project_id)
+    .bind(addr.environment)
+    .bind(addr.name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = revived {
+        return Ok(state_row(&row));
+    }
     let row = sqlx::query("INSERT INTO states (project_id, environment, name, created_at) VALUES (?, ?, ?, ?) RETURNING *")
         .bind(addr.project_id)
         .bind(addr.environment)

@@ -152,6 +152,37 @@ async fn stock_terraform_applies_against_the_backend_and_its_state_is_encrypted_
         "state must not be written locally"
     );
 
+    // `terraform state push` of an older state: Terraform refuses it itself; with -force it
+    // sends it anyway, and Ferry refuses it (same serial, other content).
+    let (code, pulled) = tf.run_plain(&["state", "pull"]).await;
+    assert_eq!(code, 0, "{pulled}");
+    std::fs::write(tf.path().join("old.tfstate"), &pulled).unwrap();
+    let (code, out) = tf
+        .run(&[
+            "apply",
+            "-input=false",
+            "-auto-approve",
+            "-replace=terraform_data.net",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = tf.run_plain(&["state", "push", "old.tfstate"]).await;
+    assert_ne!(code, 0, "a stale push must fail: {out}");
+    let (code, out) = tf
+        .run_plain(&["state", "push", "-force", "old.tfstate"])
+        .await;
+    assert_ne!(
+        code, 0,
+        "a forced stale push must be refused by the server: {out}"
+    );
+    let (code, out) = tf
+        .run(&["plan", "-input=false", "-detailed-exitcode"])
+        .await;
+    assert_eq!(
+        code, 0,
+        "the state is unchanged by the refused pushes: {out}"
+    );
+
     // The exact state is served back, and versions were recorded.
     let (status, body) = raw(
         &server,
@@ -499,6 +530,62 @@ async fn writes_follow_serial_lineage_and_lock_rules_and_bad_bodies_get_4xx() {
         .await
         .0,
         200
+    );
+
+    // DELETE: admin only (a soft delete), refused while locked, then the state reads as gone.
+    let alice = server.user("alice").await;
+    assert_eq!(
+        raw(
+            &server,
+            "DELETE",
+            "/tf/state/net/prod/dns",
+            Some(&basic("alice", alice.token())),
+            vec![]
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        raw(&server, "DELETE", path, Some(&auth), vec![]).await.0,
+        409,
+        "locked"
+    );
+    assert_eq!(
+        raw(
+            &server,
+            "POST",
+            "/tf/state/net/prod/dns",
+            Some(&auth),
+            state_json(1, lineage)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        raw(
+            &server,
+            "DELETE",
+            "/tf/state/net/prod/dns",
+            Some(&auth),
+            vec![]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        raw(
+            &server,
+            "GET",
+            "/tf/state/net/prod/dns",
+            Some(&auth),
+            vec![]
+        )
+        .await
+        .0,
+        404
     );
 
     // Unknown project: 404; named states are separate.
