@@ -20,7 +20,7 @@ mod support;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -437,7 +437,7 @@ fn example(ctx: &Ctx) -> Result<String> {
 // ---------------------------------------------------------------------------------------------
 
 struct Server {
-    child: Child,
+    _process: support::Process,
     url: String,
     token: String,
     data_dir: PathBuf,
@@ -461,7 +461,7 @@ impl Server {
             .timeout(Duration::from_secs(120))
             .build()?;
         Ok(Server {
-            child: launched.child,
+            _process: launched.process,
             url: launched.url,
             token: launched.token,
             data_dir: launched.data_dir,
@@ -572,25 +572,6 @@ impl Server {
             .iter()
             .map(|l| format!("  [{} {}] {}\n", l.action, l.stream, l.text))
             .collect())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -27,7 +27,7 @@ mod support;
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -908,7 +908,7 @@ fn sqlite_commits(dir: &Path, n: usize) -> Result<Vec<(String, f64)>> {
 // ---------------------------------------------------------------------------------------------
 
 struct Server {
-    child: Child,
+    _process: support::Process,
     url: String,
     token: String,
     data_dir: PathBuf,
@@ -919,7 +919,7 @@ impl Server {
     fn start(path_var: &str) -> Result<Server> {
         let launched = support::launch(path_var, "ferry-sbench-")?;
         Ok(Server {
-            child: launched.child,
+            _process: launched.process,
             url: launched.url,
             token: launched.token,
             data_dir: launched.data_dir,
@@ -973,24 +973,5 @@ impl Server {
             resp.text()?
         );
         Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

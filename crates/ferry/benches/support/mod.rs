@@ -8,9 +8,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+/// The server process: SIGTERM on drop (a graceful stop), SIGKILL if it lingers past 10 s.
+pub(crate) struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A server process that answers `/healthz`, with its URL and bootstrap admin token.
 pub(crate) struct Launched {
-    pub(crate) child: Child,
+    pub(crate) process: Process,
     pub(crate) url: String,
     pub(crate) token: String,
     pub(crate) data_dir: PathBuf,
@@ -62,7 +84,7 @@ pub(crate) fn launch(path_var: &str, prefix: &str) -> Result<Launched> {
                 .is_ok_and(|r| r.status().is_success())
         {
             return Ok(Launched {
-                child,
+                process: Process(child),
                 url,
                 token,
                 data_dir,
