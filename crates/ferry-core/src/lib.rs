@@ -7,8 +7,11 @@
 //! the change, so an illegal transition can never be written.
 
 mod ids;
+#[macro_use]
 mod status;
+mod event;
 
+pub use event::EventType;
 pub use ids::{ActionId, ParseIdError, RunId, RunNumber, StageId};
 pub use status::{
     ActionEvent, ActionStatus, InvalidTransition, RunEvent, RunStatus, StageEvent, StageKind,
@@ -39,21 +42,48 @@ impl Actor {
     }
 }
 
-/// Whether `approver` may decide on a run that `triggered_by` started. Nobody approves their
-/// own change; Ferry itself never approves.
-pub fn may_approve(triggered_by: &str, approver: &str) -> Result<(), ApprovalDenied> {
+/// Whether `approver` may decide on a run that `triggered_by` started on a commit written by
+/// `commit_author` (`Name <email>`, when known). Nobody approves their own change, whether
+/// they triggered it or wrote it; Ferry itself never approves.
+pub fn may_approve(
+    triggered_by: &str,
+    commit_author: Option<&str>,
+    approver: &str,
+) -> Result<(), ApprovalDenied> {
     if approver == Actor::SYSTEM {
         return Err(ApprovalDenied::System);
     }
     if approver == triggered_by {
         return Err(ApprovalDenied::SelfApproval);
     }
+    if commit_author.is_some_and(|author| authored_by(author, approver)) {
+        return Err(ApprovalDenied::CommitAuthor);
+    }
     Ok(())
+}
+
+/// Whether the identity `name` is the author `Name <email>` of a commit: its name, its
+/// email, or the email's local part, compared without case. Deliberately generous: a false
+/// match costs a second approver, a missed one lets someone approve their own change.
+fn authored_by(author: &str, name: &str) -> bool {
+    let name = name.trim();
+    if name.is_empty() {
+        return false;
+    }
+    let (author_name, email) = match author.split_once('<') {
+        Some((n, rest)) => (n.trim(), rest.trim_end_matches('>').trim()),
+        None => (author.trim(), ""),
+    };
+    let local = email.split('@').next().unwrap_or("");
+    [author_name, email, local]
+        .iter()
+        .any(|candidate| !candidate.is_empty() && candidate.eq_ignore_ascii_case(name))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApprovalDenied {
     SelfApproval,
+    CommitAuthor,
     System,
     NotAnApprover,
 }
@@ -69,9 +99,15 @@ pub struct ApprovalRule {
 }
 
 impl ApprovalRule {
-    /// Whether `approver` may decide on a run that `triggered_by` started.
-    pub fn check(&self, triggered_by: &str, approver: &str) -> Result<(), ApprovalDenied> {
-        may_approve(triggered_by, approver)?;
+    /// Whether `approver` may decide on a run that `triggered_by` started on a commit by
+    /// `commit_author`.
+    pub fn check(
+        &self,
+        triggered_by: &str,
+        commit_author: Option<&str>,
+        approver: &str,
+    ) -> Result<(), ApprovalDenied> {
+        may_approve(triggered_by, commit_author, approver)?;
         if !self.approvers.is_empty() && !self.approvers.iter().any(|a| a == approver) {
             return Err(ApprovalDenied::NotAnApprover);
         }
@@ -90,6 +126,9 @@ impl std::fmt::Display for ApprovalDenied {
             ApprovalDenied::SelfApproval => {
                 f.write_str("the identity that triggered a run cannot approve or reject it")
             }
+            ApprovalDenied::CommitAuthor => {
+                f.write_str("the author of a run's commit cannot approve or reject it")
+            }
             ApprovalDenied::System => f.write_str("the system identity cannot approve runs"),
             ApprovalDenied::NotAnApprover => {
                 f.write_str("this identity is not among the environment's approvers")
@@ -105,11 +144,28 @@ mod tests {
     #[test]
     fn self_approval_is_denied() {
         assert_eq!(
-            may_approve("alice", "alice"),
+            may_approve("alice", None, "alice"),
             Err(ApprovalDenied::SelfApproval)
         );
-        assert_eq!(may_approve("alice", "system"), Err(ApprovalDenied::System));
-        assert_eq!(may_approve("alice", "bob"), Ok(()));
+        assert_eq!(
+            may_approve("alice", None, "system"),
+            Err(ApprovalDenied::System)
+        );
+        assert_eq!(may_approve("alice", None, "bob"), Ok(()));
+    }
+
+    #[test]
+    fn the_commit_author_cannot_approve() {
+        let author = Some("Bob Builder <bob@example.com>");
+        for name in ["bob", "BOB@example.com", "Bob Builder"] {
+            assert_eq!(
+                may_approve("alice", author, name),
+                Err(ApprovalDenied::CommitAuthor),
+                "{name}"
+            );
+        }
+        assert_eq!(may_approve("alice", author, "carol"), Ok(()));
+        assert_eq!(may_approve("alice", Some("<>"), "carol"), Ok(()));
     }
 
     #[test]
@@ -118,9 +174,9 @@ mod tests {
             approvers: vec![],
             required: 1,
         };
-        assert_eq!(anyone.check("alice", "bob"), Ok(()));
+        assert_eq!(anyone.check("alice", None, "bob"), Ok(()));
         assert_eq!(
-            anyone.check("alice", "alice"),
+            anyone.check("alice", None, "alice"),
             Err(ApprovalDenied::SelfApproval)
         );
         let listed = ApprovalRule {
@@ -128,12 +184,12 @@ mod tests {
             required: 2,
         };
         assert_eq!(
-            listed.check("alice", "bob"),
+            listed.check("alice", None, "bob"),
             Err(ApprovalDenied::NotAnApprover)
         );
-        assert_eq!(listed.check("alice", "carol"), Ok(()));
+        assert_eq!(listed.check("alice", None, "carol"), Ok(()));
         assert_eq!(
-            listed.check("carol", "carol"),
+            listed.check("carol", None, "carol"),
             Err(ApprovalDenied::SelfApproval)
         );
         assert!(!listed.satisfied_by(1));

@@ -14,6 +14,8 @@
 mod audit;
 mod backup;
 pub mod blob;
+mod deployments;
+mod events;
 mod keyring;
 pub mod model;
 mod state_ops;
@@ -32,6 +34,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use backup::{Reencrypted, StoredVersion};
+pub use events::{Event, EventFilter};
 pub use ferry_core::Actor;
 pub use keyring::keyring_key_id;
 pub use model::*;
@@ -84,6 +87,8 @@ pub struct Store {
     // order, instead of colliding inside SQLite, whose busy handler sleeps 1–100 ms between
     // retries.
     writer: Arc<tokio::sync::Mutex<()>>,
+    // Invariant: bumped after every commit that wrote events (live event streams wait on it).
+    events: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -103,6 +108,7 @@ impl Store {
             pool,
             audit: Arc::new(audit),
             writer: Arc::default(),
+            events: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -128,6 +134,7 @@ impl Store {
             pool,
             audit: Arc::new(audit::Chain::new(audit_key, checkpoint)),
             writer: Arc::default(),
+            events: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 

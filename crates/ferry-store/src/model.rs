@@ -55,6 +55,73 @@ pub struct Run {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    pub kind: RunKind,
+    pub options: RunOptions,
+    /// The run this one retries, or whose commit a rollback returns to.
+    pub source_run: Option<RunId>,
+    /// `Name <email>` of the commit's author, who may not approve it.
+    pub commit_author: Option<String>,
+}
+
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// A commit deployed through the pipeline's environments.
+    Deploy,
+    /// A failed, stale or interrupted run again, re-planned from its first unfinished environment.
+    Retry,
+    /// A commit that already went through the earlier environments, started at a later one.
+    Promote,
+    /// An environment returned to the commit of an earlier successful run.
+    Rollback,
+    /// `terraform plan -destroy` in one environment, always approved.
+    Destroy,
+}
+
+impl RunKind {
+    pub const ALL: &'static [RunKind] = &[
+        RunKind::Deploy,
+        RunKind::Retry,
+        RunKind::Promote,
+        RunKind::Rollback,
+        RunKind::Destroy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Deploy => "deploy",
+            RunKind::Retry => "retry",
+            RunKind::Promote => "promote",
+            RunKind::Rollback => "rollback",
+            RunKind::Destroy => "destroy",
+        }
+    }
+}
+
+impl std::str::FromStr for RunKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        RunKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown run kind `{s}`"))
+    }
+}
+
+/// What a run was asked to do beyond its pipeline's defaults; recorded on the run and shown
+/// with its approvals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunOptions {
+    /// The environments this run goes through, in pipeline order (empty: all of them).
+    pub environments: Vec<String>,
+    /// `terraform plan -target=ADDR`.
+    pub targets: Vec<String>,
+    /// `terraform plan -replace=ADDR`.
+    pub replaces: Vec<String>,
+    /// `terraform plan -destroy`.
+    pub destroy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +167,17 @@ pub struct Plan {
     pub plan_path: String,
     pub json_path: String,
     pub created_at: String,
+    /// The state the plan was made against; `None` when the environment had no state yet.
+    pub state: Option<StateBinding>,
+}
+
+/// A state's identity at one moment: apply refuses a plan whose state moved on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateBinding {
+    pub lineage: String,
+    pub serial: i64,
+    /// Ferry's version number of that state.
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +188,13 @@ pub struct Approval {
     pub comment: String,
     pub actor: String,
     pub created_at: String,
+    /// The plan this decision was about: its digest, the state it was planned against and
+    /// the commit.
+    pub plan_sha256: Option<String>,
+    pub state: Option<StateBinding>,
+    pub commit_sha: Option<String>,
+    /// An admin's emergency approval that bypassed the count (never the plan binding).
+    pub break_glass: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +247,36 @@ pub struct NewRun {
     /// The first environment, which the new run queues for.
     pub first_environment: String,
     pub stages: Vec<NewStage>,
+    pub kind: RunKind,
+    pub options: RunOptions,
+    pub source_run: Option<RunId>,
+    pub commit_author: Option<String>,
+}
+
+/// An environment a run completed: the history of what each environment runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub project: String,
+    pub pipeline: String,
+    pub environment: String,
+    pub run_id: RunId,
+    pub run_number: RunNumber,
+    pub run_kind: RunKind,
+    pub commit_sha: String,
+    pub plan_sha256: Option<String>,
+    /// Whether the plan had changes (false: the environment was already there).
+    pub changed: bool,
+    pub completed_at: String,
+}
+
+/// How an approval is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalMode {
+    /// Counted against the environment's rule.
+    Normal,
+    /// An admin's emergency approval: needs a reason, satisfies the count on its own, and
+    /// is audited and announced as such. It never bypasses the plan binding.
+    BreakGlass,
 }
 
 #[derive(Debug, Clone)]

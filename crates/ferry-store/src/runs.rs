@@ -6,13 +6,14 @@
 //! `InvalidTransition` instead of silently overwriting.
 
 use ferry_core::{
-    ActionEvent, ActionId, ActionStatus, ApprovalRule, RunEvent, RunId, RunNumber, RunStatus,
-    StageEvent, StageId, StageKind, StageStatus,
+    ActionEvent, ActionId, ActionStatus, ApprovalRule, EventType, RunEvent, RunId, RunNumber,
+    RunStatus, StageEvent, StageId, StageKind, StageStatus,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::audit::AuditEntry;
+use crate::events::{emit_in, EventAt};
 use crate::model::*;
 use crate::{now, parse, Actor, Error, Result, Store};
 
@@ -37,6 +38,22 @@ fn run_row(r: &SqliteRow) -> Result<Run> {
         created_at: r.get("created_at"),
         started_at: r.get("started_at"),
         finished_at: r.get("finished_at"),
+        kind: parse("runs", r.get::<&str, _>("kind"))?,
+        options: serde_json::from_str(r.get::<&str, _>("options")).map_err(|e| Error::Corrupt {
+            table: "runs",
+            message: format!("options: {e}"),
+        })?,
+        source_run: r.get::<Option<i64>, _>("source_run_id").map(RunId),
+        commit_author: r.get("commit_author"),
+    })
+}
+
+fn binding(r: &SqliteRow, version: Option<&str>) -> Option<StateBinding> {
+    let lineage: Option<String> = r.get("state_lineage");
+    Some(StateBinding {
+        lineage: lineage?,
+        serial: r.get("state_serial"),
+        version: version.map(|c| r.get(c)).unwrap_or(0),
     })
 }
 
@@ -84,6 +101,7 @@ fn plan_row(r: &SqliteRow) -> Plan {
         plan_path: r.get("plan_path"),
         json_path: r.get("json_path"),
         created_at: r.get("created_at"),
+        state: binding(r, Some("state_version")),
     }
 }
 
@@ -95,6 +113,10 @@ fn approval_row(r: &SqliteRow) -> Result<Approval> {
         comment: r.get("comment"),
         actor: r.get("actor"),
         created_at: r.get("created_at"),
+        plan_sha256: r.get("plan_sha256"),
+        state: binding(r, None),
+        commit_sha: r.get("commit_sha"),
+        break_glass: r.get::<i64, _>("break_glass") != 0,
     })
 }
 
@@ -118,8 +140,13 @@ async fn transition_run_in(
     run: &Run,
     event: RunEvent,
     reason: Option<&str>,
+    actor: &str,
 ) -> Result<RunStatus> {
     let next = run.status.apply(event)?;
+    if let Some(kind) = EventType::for_run(event, next) {
+        let details = serde_json::json!({ "from": run.status.as_str(), "to": next.as_str(), "run_kind": run.kind.as_str() });
+        emit_in(conn, kind, run, EventAt::default(), actor, reason, details).await?;
+    }
     let ts = now();
     let started = if event == RunEvent::Start {
         Some(ts.clone())
@@ -147,7 +174,7 @@ async fn transition_run_in(
             RunStatus::Interrupted => (StageEvent::Interrupt, ActionEvent::Interrupt),
             _ => (StageEvent::Cancel, ActionEvent::Cancel),
         };
-        close_children(conn, run.id, stage_event, action_event).await?;
+        close_children(conn, run, stage_event, action_event, actor).await?;
         sqlx::query("DELETE FROM env_holds WHERE run_id = ?")
             .bind(run.id.0)
             .execute(&mut *conn)
@@ -162,13 +189,14 @@ async fn transition_run_in(
 
 async fn close_children(
     conn: &mut SqliteConnection,
-    run: RunId,
+    run: &Run,
     stage_event: StageEvent,
     action_event: ActionEvent,
+    actor: &str,
 ) -> Result<()> {
     let ts = now();
     let stages = sqlx::query("SELECT * FROM stages WHERE run_id = ?")
-        .bind(run.0)
+        .bind(run.id.0)
         .fetch_all(&mut *conn)
         .await?;
     for row in &stages {
@@ -188,11 +216,26 @@ async fn close_children(
             .bind(stage.id.0)
             .execute(&mut *conn)
             .await?;
+        if let Some(kind) = EventType::for_stage(stage.kind, event, next) {
+            emit_in(
+                conn,
+                kind,
+                run,
+                stage_at(&stage),
+                actor,
+                None,
+                serde_json::Value::Null,
+            )
+            .await?;
+        }
     }
-    let actions = sqlx::query("SELECT * FROM actions WHERE run_id = ?")
-        .bind(run.0)
-        .fetch_all(&mut *conn)
-        .await?;
+    let actions = sqlx::query(
+        "SELECT actions.*, stages.environment, stages.kind AS stage_kind FROM actions \
+         JOIN stages ON stages.id = actions.stage_id WHERE actions.run_id = ?",
+    )
+    .bind(run.id.0)
+    .fetch_all(&mut *conn)
+    .await?;
     for row in &actions {
         let action = action_row(row)?;
         if action.status.is_terminal() {
@@ -210,8 +253,67 @@ async fn close_children(
             .bind(action.id.0)
             .execute(&mut *conn)
             .await?;
+        if let Some(kind) = EventType::for_action(event) {
+            let at = EventAt {
+                environment: Some(row.get("environment")),
+                stage: Some(row.get("stage_kind")),
+                action: Some(&action.name),
+            };
+            emit_in(conn, kind, run, at, actor, None, serde_json::Value::Null).await?;
+        }
     }
     Ok(())
+}
+
+fn stage_at(stage: &Stage) -> EventAt<'_> {
+    EventAt {
+        environment: Some(&stage.environment),
+        stage: Some(stage.kind.as_str()),
+        action: None,
+    }
+}
+
+/// Moves a stage to its next status and reports it as an event, in one transaction.
+async fn transition_stage_in(
+    conn: &mut SqliteConnection,
+    run: &Run,
+    stage: &Stage,
+    event: StageEvent,
+    reason: Option<&str>,
+    actor: &str,
+    details: serde_json::Value,
+) -> Result<StageStatus> {
+    let next = stage.status.apply(event)?;
+    let ts = now();
+    let started = (event == StageEvent::Start).then(|| ts.clone());
+    let finished = next.is_terminal().then(|| ts.clone());
+    sqlx::query(
+        "UPDATE stages SET status = ?, reason = COALESCE(?, reason), started_at = COALESCE(started_at, ?), \
+         finished_at = COALESCE(?, finished_at) WHERE id = ?",
+    )
+    .bind(next.as_str())
+    .bind(reason)
+    .bind(started)
+    .bind(finished)
+    .bind(stage.id.0)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(kind) = EventType::for_stage(stage.kind, event, next) {
+        emit_in(conn, kind, run, stage_at(stage), actor, reason, details).await?;
+    }
+    Ok(next)
+}
+
+async fn load_stage(conn: &mut SqliteConnection, id: StageId) -> Result<Stage> {
+    let row = sqlx::query("SELECT * FROM stages WHERE id = ?")
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "stage",
+            id: id.to_string(),
+        })?;
+    stage_row(&row)
 }
 
 /// An audit entry about a run: its project, pipeline and number, plus `extra` details.
@@ -236,7 +338,8 @@ impl Store {
                 .get(0);
         let id: i64 = sqlx::query(
             "INSERT INTO runs (project_id, number, pipeline, pipeline_path, git_ref, commit_sha, status, triggered_by, \
-             spec_yaml, waiting_env, created_at) VALUES (?, ?, ?, ?, ?, ?, 'Queued', ?, ?, ?, ?) RETURNING id",
+             spec_yaml, waiting_env, created_at, kind, options, source_run_id, commit_author) \
+             VALUES (?, ?, ?, ?, ?, ?, 'Queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(new.project_id)
         .bind(number)
@@ -248,6 +351,10 @@ impl Store {
         .bind(&new.spec_yaml)
         .bind(&new.first_environment)
         .bind(now())
+        .bind(new.kind.as_str())
+        .bind(serde_json::to_string(&new.options).unwrap_or_else(|_| "{}".into()))
+        .bind(new.source_run.map(|r| r.0))
+        .bind(&new.commit_author)
         .fetch_one(&mut *tx)
         .await?
         .get(0);
@@ -279,10 +386,19 @@ impl Store {
             }
         }
         let run = load_run(&mut tx, RunId(id)).await?;
+        // Each kind of run is its own decision in the audit log (run.create, run.retry,
+        // run.promote, run.rollback, run.destroy), with what it was asked to do.
+        let action = match run.kind {
+            RunKind::Deploy => "run.create".to_owned(),
+            other => format!("run.{}", other.as_str()),
+        };
         let entry = run_audit(
-            "run.create",
+            &action,
             &run,
-            serde_json::json!({ "ref": run.git_ref, "commit": run.commit_sha }),
+            serde_json::json!({
+                "ref": run.git_ref, "commit": run.commit_sha, "kind": run.kind.as_str(),
+                "source_run": run.source_run.map(|r| r.0), "options": new.options,
+            }),
         );
         let record = self.audit_in(&mut tx, actor, entry).await?;
         tx.commit().await?;
@@ -396,7 +512,8 @@ impl Store {
     ) -> Result<Run> {
         let mut tx = self.write().await?;
         let run = load_run(&mut tx, id).await?;
-        transition_run_in(&mut tx, &run, event, reason).await?;
+        let name = actor.map_or(Actor::SYSTEM, |a| a.name.as_str());
+        transition_run_in(&mut tx, &run, event, reason, name).await?;
         let record = match actor {
             Some(actor) => {
                 let entry = run_audit(
@@ -410,12 +527,14 @@ impl Store {
         };
         let run = load_run(&mut tx, id).await?;
         tx.commit().await?;
+        self.events_committed();
         if let Some(record) = record {
             self.audit_committed(&record)?;
         }
         Ok(run)
     }
 
+    /// Applies `event` to a stage (the engine's own progress, reported as an event).
     pub async fn transition_stage(
         &self,
         id: StageId,
@@ -423,35 +542,20 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<StageStatus> {
         let mut tx = self.write().await?;
-        let row = sqlx::query("SELECT * FROM stages WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "stage",
-                id: id.to_string(),
-            })?;
-        let stage = stage_row(&row)?;
-        let next = stage.status.apply(event)?;
-        let ts = now();
-        let started = if event == StageEvent::Start {
-            Some(ts.clone())
-        } else {
-            None
-        };
-        let finished = if next.is_terminal() { Some(ts) } else { None };
-        sqlx::query(
-            "UPDATE stages SET status = ?, reason = COALESCE(?, reason), started_at = COALESCE(started_at, ?), \
-             finished_at = COALESCE(?, finished_at) WHERE id = ?",
+        let stage = load_stage(&mut tx, id).await?;
+        let run = load_run(&mut tx, stage.run_id).await?;
+        let next = transition_stage_in(
+            &mut tx,
+            &run,
+            &stage,
+            event,
+            reason,
+            Actor::SYSTEM,
+            serde_json::Value::Null,
         )
-        .bind(next.as_str())
-        .bind(reason)
-        .bind(started)
-        .bind(finished)
-        .bind(id.0)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(next)
     }
 
@@ -490,6 +594,16 @@ impl Store {
             })?;
         let action = action_row(&row)?;
         let next = action.status.apply(event)?;
+        if let Some(kind) = EventType::for_action(event) {
+            let stage = load_stage(&mut tx, action.stage_id).await?;
+            let run = load_run(&mut tx, action.run_id).await?;
+            let at = EventAt {
+                action: Some(&action.name),
+                ..stage_at(&stage)
+            };
+            let details = serde_json::json!({ "exit_code": exit_code, "kind": action.kind });
+            emit_in(&mut tx, kind, &run, at, Actor::SYSTEM, error, details).await?;
+        }
         let ts = now();
         let started = if event == ActionEvent::Start {
             Some(ts.clone())
@@ -510,6 +624,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
@@ -533,10 +648,12 @@ impl Store {
 
     pub async fn record_plan(&self, plan: &Plan) -> Result<()> {
         sqlx::query(
-            "INSERT INTO plans (run_id, environment, sha256, has_changes, summary, plan_path, json_path, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, environment) DO UPDATE SET sha256 = excluded.sha256, \
+            "INSERT INTO plans (run_id, environment, sha256, has_changes, summary, plan_path, json_path, created_at, \
+             state_lineage, state_serial, state_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (run_id, environment) DO UPDATE SET sha256 = excluded.sha256, \
              has_changes = excluded.has_changes, summary = excluded.summary, plan_path = excluded.plan_path, \
-             json_path = excluded.json_path, created_at = excluded.created_at",
+             json_path = excluded.json_path, created_at = excluded.created_at, state_lineage = excluded.state_lineage, \
+             state_serial = excluded.state_serial, state_version = excluded.state_version",
         )
         .bind(plan.run_id.0)
         .bind(&plan.environment)
@@ -546,6 +663,9 @@ impl Store {
         .bind(&plan.plan_path)
         .bind(&plan.json_path)
         .bind(&plan.created_at)
+        .bind(plan.state.as_ref().map(|b| &b.lineage))
+        .bind(plan.state.as_ref().map(|b| b.serial))
+        .bind(plan.state.as_ref().map(|b| b.version))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -560,29 +680,52 @@ impl Store {
         Ok(row.as_ref().map(plan_row))
     }
 
-    /// Puts the run in `WaitingForApproval` with its approval stage waiting, atomically.
+    /// Puts the run in `WaitingForApproval` with its approval stage waiting, atomically; the
+    /// `MANUAL_APPROVAL_NEEDED` event names the plan waiting for a decision.
     pub async fn await_approval(&self, run: RunId, stage: StageId) -> Result<()> {
         let mut tx = self.write().await?;
         let current = load_run(&mut tx, run).await?;
-        let row = sqlx::query("SELECT * FROM stages WHERE id = ?")
-            .bind(stage.0)
-            .fetch_one(&mut *tx)
-            .await?;
-        let stage = stage_row(&row)?;
-        let next = stage.status.apply(StageEvent::AwaitApproval)?;
-        transition_run_in(&mut tx, &current, RunEvent::AwaitApproval, None).await?;
-        sqlx::query("UPDATE stages SET status = ? WHERE id = ?")
-            .bind(next.as_str())
-            .bind(stage.id.0)
-            .execute(&mut *tx)
-            .await?;
+        let stage = load_stage(&mut tx, stage).await?;
+        let plan = sqlx::query("SELECT * FROM plans WHERE run_id = ? AND environment = ?")
+            .bind(run.0)
+            .bind(&stage.environment)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| plan_row(&r));
+        transition_run_in(
+            &mut tx,
+            &current,
+            RunEvent::AwaitApproval,
+            None,
+            Actor::SYSTEM,
+        )
+        .await?;
+        let details = serde_json::json!({
+            "plan_sha256": plan.as_ref().map(|p| &p.sha256),
+            "triggered_by": current.triggered_by,
+        });
+        transition_stage_in(
+            &mut tx,
+            &current,
+            &stage,
+            StageEvent::AwaitApproval,
+            None,
+            Actor::SYSTEM,
+            details,
+        )
+        .await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
-    /// Records an approval decision. Refused unless the run waits for an approval in
-    /// `environment`, and unless the decider is not the identity that triggered the run.
-    /// An approval lets the run continue; a rejection fails it.
+    /// Records an approval decision, bound to the plan it is about (its digest, the state it
+    /// was planned against, the commit). Refused unless the run waits for an approval in
+    /// `environment` and the decider may decide there (not the run's triggerer or commit
+    /// author, listed if the rule lists approvers, not already decided). An approval lets the
+    /// run continue once the rule's count is reached; a rejection fails it. A break-glass
+    /// approval (admins only, checked by the caller) satisfies the count on its own.
+    #[allow(clippy::too_many_arguments)]
     pub async fn decide(
         &self,
         actor: &Actor,
@@ -591,17 +734,25 @@ impl Store {
         rule: &ApprovalRule,
         decision: Decision,
         comment: &str,
+        mode: ApprovalMode,
     ) -> Result<Run> {
         let mut tx = self.write().await?;
         let run = load_run(&mut tx, run_id).await?;
         let target = format!("run/{run_id}");
-        let denied = if let Err(denied) = rule.check(&run.triggered_by, &actor.name) {
-            Some(Error::Denied(denied.to_string()))
+        let break_glass = mode == ApprovalMode::BreakGlass;
+        let audit_action = if break_glass {
+            "run.break_glass".to_owned()
         } else {
-            None
+            format!("run.{}", decision.as_str())
         };
-        if let Some(err) = denied {
-            let entry = AuditEntry::new(&format!("run.{}", decision.as_str()), target)
+        let check = if break_glass {
+            ferry_core::may_approve(&run.triggered_by, run.commit_author.as_deref(), &actor.name)
+        } else {
+            rule.check(&run.triggered_by, run.commit_author.as_deref(), &actor.name)
+        };
+        if let Err(denied) = check {
+            let err = Error::Denied(denied.to_string());
+            let entry = AuditEntry::new(&audit_action, target)
                 .outcome("denied")
                 .details(
                     serde_json::json!({ "environment": environment, "reason": err.to_string() }),
@@ -648,15 +799,34 @@ impl Store {
                 actor.name
             )));
         }
-        sqlx::query("INSERT INTO approvals (run_id, environment, decision, comment, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        let plan = sqlx::query("SELECT * FROM plans WHERE run_id = ? AND environment = ?")
             .bind(run_id.0)
             .bind(environment)
-            .bind(decision.as_str())
-            .bind(comment)
-            .bind(&actor.name)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| plan_row(&r))
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "run {run_id} has no plan in `{environment}` to approve"
+                ))
+            })?;
+        sqlx::query(
+            "INSERT INTO approvals (run_id, environment, decision, comment, actor, created_at, plan_sha256, \
+             state_lineage, state_serial, commit_sha, break_glass) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(run_id.0)
+        .bind(environment)
+        .bind(decision.as_str())
+        .bind(comment)
+        .bind(&actor.name)
+        .bind(now())
+        .bind(&plan.sha256)
+        .bind(plan.state.as_ref().map(|b| &b.lineage))
+        .bind(plan.state.as_ref().map(|b| b.serial))
+        .bind(&run.commit_sha)
+        .bind(break_glass as i64)
+        .execute(&mut *tx)
+        .await?;
         let approvals: i64 = sqlx::query(
             "SELECT COUNT(DISTINCT actor) FROM approvals WHERE run_id = ? AND environment = ? AND decision = 'approve'",
         )
@@ -665,15 +835,15 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .get(0);
-        if decision == Decision::Approve && !rule.satisfied_by(approvals as u32) {
+        let bound = serde_json::json!({
+            "environment": environment, "comment": comment, "plan_sha256": plan.sha256,
+            "state_lineage": plan.state.as_ref().map(|b| &b.lineage),
+            "state_serial": plan.state.as_ref().map(|b| b.serial),
+            "commit": run.commit_sha, "approvals": approvals, "required": rule.required,
+        });
+        if decision == Decision::Approve && !break_glass && !rule.satisfied_by(approvals as u32) {
             // Recorded, but more distinct approvals are needed before the run continues.
-            let entry = run_audit(
-                "run.approve",
-                &run,
-                serde_json::json!({
-                    "environment": environment, "comment": comment, "approvals": approvals, "required": rule.required,
-                }),
-            );
+            let entry = run_audit("run.approve", &run, bound);
             let record = self.audit_in(&mut tx, actor, entry).await?;
             let run = load_run(&mut tx, run_id).await?;
             tx.commit().await?;
@@ -686,28 +856,44 @@ impl Store {
                 StageEvent::Fail,
                 RunEvent::Fail,
                 Some(format!(
-                    "rejected in {environment} by {}: {comment}",
+                    "MANUAL_APPROVAL_FAILED: rejected in {environment} by {}: {comment}",
                     actor.name
                 )),
             ),
         };
-        let next = stage.status.apply(stage_event)?;
-        sqlx::query("UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE id = ?")
-            .bind(next.as_str())
-            .bind(&reason)
-            .bind(now())
-            .bind(stage.id.0)
-            .execute(&mut *tx)
+        if break_glass {
+            emit_in(
+                &mut tx,
+                EventType::ApprovalOverridden,
+                &run,
+                stage_at(&stage),
+                &actor.name,
+                Some(comment),
+                bound.clone(),
+            )
             .await?;
-        transition_run_in(&mut tx, &run, run_event, reason.as_deref()).await?;
-        let entry = run_audit(
-            &format!("run.{}", decision.as_str()),
+        }
+        transition_stage_in(
+            &mut tx,
             &run,
-            serde_json::json!({ "environment": environment, "comment": comment }),
-        );
+            &stage,
+            stage_event,
+            reason.as_deref(),
+            &actor.name,
+            bound.clone(),
+        )
+        .await?;
+        transition_run_in(&mut tx, &run, run_event, reason.as_deref(), &actor.name).await?;
+        let entry = run_audit(&audit_action, &run, bound);
+        let entry = if break_glass {
+            entry.outcome("break_glass")
+        } else {
+            entry
+        };
         let record = self.audit_in(&mut tx, actor, entry).await?;
         let run = load_run(&mut tx, run_id).await?;
         tx.commit().await?;
+        self.events_committed();
         self.audit_committed(&record)?;
         Ok(run)
     }
@@ -808,7 +994,14 @@ impl Store {
                 "superseded by run {} (#{}) in {environment}",
                 run.id, run.number
             );
-            transition_run_in(&mut tx, &old, RunEvent::Supersede, Some(&reason)).await?;
+            transition_run_in(
+                &mut tx,
+                &old,
+                RunEvent::Supersede,
+                Some(&reason),
+                Actor::SYSTEM,
+            )
+            .await?;
             let entry = run_audit(
                 "run.supersede",
                 &old,
@@ -818,6 +1011,7 @@ impl Store {
             superseded.push(old.id);
         }
         tx.commit().await?;
+        self.events_committed();
         for record in &records {
             self.audit_committed(record)?;
         }

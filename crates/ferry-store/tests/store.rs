@@ -7,7 +7,10 @@ use ferry_core::{
     Actor, ApprovalRule, RunEvent, RunId, RunStatus, StageEvent, StageKind, StageStatus,
 };
 use ferry_secrets::MasterKey;
-use ferry_store::{Decision, Hold, NewAction, NewRun, NewStage, Store, StoreConfig};
+use ferry_store::{
+    ApprovalMode, Decision, EventFilter, Hold, NewAction, NewRun, NewStage, Plan, RunKind,
+    RunOptions, StateBinding, Store, StoreConfig,
+};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -77,6 +80,10 @@ fn new_run(project: i64, pipeline: &str) -> NewRun {
             },
             stage("prod", StageKind::Apply),
         ],
+        kind: RunKind::Deploy,
+        options: RunOptions::default(),
+        source_run: None,
+        commit_author: Some("Dana Dev <dana@example.com>".into()),
     }
 }
 
@@ -225,6 +232,24 @@ async fn waiting_for_approval(f: &Fixture, triggered_by: &Actor, pipeline: &str)
         .transition_run(run, RunEvent::Start, None, None)
         .await
         .unwrap();
+    f.store
+        .record_plan(&Plan {
+            run_id: run,
+            environment: "prod".into(),
+            sha256: "ab".repeat(32),
+            has_changes: true,
+            summary: "{}".into(),
+            plan_path: "/nonexistent".into(),
+            json_path: "/nonexistent".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            state: Some(StateBinding {
+                lineage: "lin".into(),
+                serial: 7,
+                version: 3,
+            }),
+        })
+        .await
+        .unwrap();
     let stage = f.store.run_detail(run).await.unwrap().stages[1].id;
     f.store
         .transition_stage(stage, StageEvent::Start, None)
@@ -268,7 +293,15 @@ async fn approvals_follow_the_rule() {
     };
     let err = f
         .store
-        .decide(&alice, run, "prod", &two, Decision::Approve, "mine")
+        .decide(
+            &alice,
+            run,
+            "prod",
+            &two,
+            Decision::Approve,
+            "mine",
+            ApprovalMode::Normal,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, ferry_store::Error::Denied(_)), "{err}");
@@ -281,13 +314,22 @@ async fn approvals_follow_the_rule() {
             &two,
             Decision::Approve,
             "hi",
+            ApprovalMode::Normal,
         )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not among"), "{err}");
     let after_one = f
         .store
-        .decide(&actor("bob"), run, "prod", &two, Decision::Approve, "ok")
+        .decide(
+            &actor("bob"),
+            run,
+            "prod",
+            &two,
+            Decision::Approve,
+            "ok",
+            ApprovalMode::Normal,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -297,13 +339,29 @@ async fn approvals_follow_the_rule() {
     );
     let err = f
         .store
-        .decide(&actor("bob"), run, "prod", &two, Decision::Approve, "again")
+        .decide(
+            &actor("bob"),
+            run,
+            "prod",
+            &two,
+            Decision::Approve,
+            "again",
+            ApprovalMode::Normal,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already decided"), "{err}");
     let after_two = f
         .store
-        .decide(&actor("carol"), run, "prod", &two, Decision::Approve, "ok")
+        .decide(
+            &actor("carol"),
+            run,
+            "prod",
+            &two,
+            Decision::Approve,
+            "ok",
+            ApprovalMode::Normal,
+        )
         .await
         .unwrap();
     assert_eq!(after_two.status, RunStatus::InProgress);
@@ -316,6 +374,7 @@ async fn approvals_follow_the_rule() {
             &two,
             Decision::Approve,
             "x",
+            ApprovalMode::Normal,
         )
         .await
         .unwrap_err();
@@ -335,6 +394,7 @@ async fn approvals_follow_the_rule() {
             &anyone,
             Decision::Reject,
             "too risky",
+            ApprovalMode::Normal,
         )
         .await
         .unwrap();
@@ -362,4 +422,110 @@ async fn approvals_follow_the_rule() {
         .unwrap()
         .expect("chain verifies");
     assert_eq!(report.entries as usize, records.len());
+}
+
+#[tokio::test]
+async fn decisions_are_bound_to_the_plan_and_reported_as_events() {
+    let f = fixture().await;
+    let run = waiting_for_approval(&f, &actor("alice"), "p").await;
+    let one = ApprovalRule {
+        approvers: vec![],
+        required: 1,
+    };
+    let err = f
+        .store
+        .decide(
+            &actor("dana"),
+            run,
+            "prod",
+            &one,
+            Decision::Approve,
+            "I wrote it",
+            ApprovalMode::Normal,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("author"), "{err}");
+    let two = ApprovalRule {
+        approvers: vec![],
+        required: 2,
+    };
+    let run_after = f
+        .store
+        .decide(
+            &actor("bob"),
+            run,
+            "prod",
+            &two,
+            Decision::Approve,
+            "emergency",
+            ApprovalMode::BreakGlass,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        run_after.status,
+        RunStatus::InProgress,
+        "break glass satisfies the count"
+    );
+    let detail = f.store.run_detail(run).await.unwrap();
+    let approval = &detail.approvals[0];
+    assert!(approval.break_glass);
+    assert_eq!(
+        approval.plan_sha256.as_deref(),
+        Some("ab".repeat(32).as_str())
+    );
+    assert_eq!(
+        approval
+            .state
+            .as_ref()
+            .map(|b| (b.lineage.as_str(), b.serial)),
+        Some(("lin", 7))
+    );
+    assert_eq!(
+        approval.commit_sha.as_deref(),
+        Some("0".repeat(40).as_str())
+    );
+
+    let events = f
+        .store
+        .events(&EventFilter {
+            run: Some(run.0),
+            limit: 100,
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "PIPELINE_EXECUTION_STARTED",
+            "STAGE_EXECUTION_STARTED",
+            "MANUAL_APPROVAL_NEEDED",
+            "MANUAL_APPROVAL_OVERRIDDEN",
+            "MANUAL_APPROVAL_SUCCEEDED",
+        ]
+    );
+    let overridden = &events[3];
+    assert_eq!(overridden.actor, "bob");
+    assert_eq!(overridden.environment.as_deref(), Some("prod"));
+    assert!(
+        overridden.details.contains(&"ab".repeat(32)),
+        "{}",
+        overridden.details
+    );
+    // The cursor pages, and filters combine.
+    let after = f
+        .store
+        .events(&EventFilter {
+            after: Some(events[2].id),
+            run: Some(run.0),
+            limit: 1,
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id, events[3].id);
 }
