@@ -184,6 +184,78 @@ impl Client {
         .await
     }
 
+    pub async fn runs_retry(&self, id: i64) -> Result<Run, ClientError> {
+        self.post(&format!("/api/v1/runs/{id}/retry"), &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn promote(&self, project: &str, body: &PromoteCreate) -> Result<Run, ClientError> {
+        self.post(&format!("/api/v1/projects/{}/promote", enc(project)), body)
+            .await
+    }
+
+    pub async fn rollback(&self, project: &str, body: &RollbackCreate) -> Result<Run, ClientError> {
+        self.post(&format!("/api/v1/projects/{}/rollback", enc(project)), body)
+            .await
+    }
+
+    pub async fn deployments(
+        &self,
+        project: &str,
+        pipeline: Option<&str>,
+        environment: Option<&str>,
+    ) -> Result<Vec<Deployment>, ClientError> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(p) = pipeline {
+            query.push(("pipeline", p));
+        }
+        if let Some(e) = environment {
+            query.push(("environment", e));
+        }
+        let url = self.url(&format!("/api/v1/projects/{}/deployments", enc(project)));
+        self.send(self.http.get(url).query(&query)).await
+    }
+
+    /// The approvals the caller may give now.
+    pub async fn approvals_pending(&self) -> Result<Vec<PendingApproval>, ClientError> {
+        self.get("/api/v1/approvals").await
+    }
+
+    pub async fn approval_view(
+        &self,
+        id: i64,
+        environment: &str,
+    ) -> Result<ApprovalView, ClientError> {
+        self.get(&format!("/api/v1/runs/{id}/approvals/{}", enc(environment)))
+            .await
+    }
+
+    /// Events after the cursor `after`, filtered by `query` pairs (run, project, pipeline,
+    /// environment, type, limit).
+    pub async fn events(
+        &self,
+        after: i64,
+        query: &[(&str, String)],
+    ) -> Result<EventPage, ClientError> {
+        let mut q: Vec<(&str, String)> = vec![("after", after.to_string())];
+        q.extend(query.iter().cloned());
+        self.send(self.http.get(self.url("/api/v1/events")).query(&q))
+            .await
+    }
+
+    /// Audit entries after `after`, filtered by `query` pairs (actor, target, action, since,
+    /// until, limit).
+    pub async fn audit(
+        &self,
+        after: i64,
+        query: &[(&str, String)],
+    ) -> Result<AuditPage, ClientError> {
+        let mut q: Vec<(&str, String)> = vec![("after", after.to_string())];
+        q.extend(query.iter().cloned());
+        self.send(self.http.get(self.url("/api/v1/audit")).query(&q))
+            .await
+    }
+
     pub async fn queue(&self) -> Result<Vec<EnvironmentQueue>, ClientError> {
         self.get("/api/v1/queue").await
     }

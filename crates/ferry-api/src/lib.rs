@@ -79,6 +79,33 @@ pub struct RunCreate {
     /// Pipeline name; optional when the project has exactly one.
     #[serde(default)]
     pub pipeline: Option<String>,
+    /// Only this environment (and, unless destroying, the ones after it). A deploy starting
+    /// past the first environment needs the commit to have completed the earlier ones.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Plan a destroy of `environment`; always needs an approval.
+    #[serde(default)]
+    pub destroy: bool,
+    /// `terraform plan -target=ADDR`, recorded on the run and shown to approvers.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// `terraform plan -replace=ADDR`, recorded on the run and shown to approvers.
+    #[serde(default)]
+    pub replaces: Vec<String>,
+}
+
+/// What a run was asked to do beyond its pipeline's defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct RunOptions {
+    /// The environments the run goes through (empty: all of the pipeline's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destroy: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -104,6 +131,16 @@ pub struct Run {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// deploy, retry, promote, rollback or destroy.
+    pub kind: String,
+    #[serde(default)]
+    pub options: RunOptions,
+    /// The run this one retries, or whose commit a rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_run: Option<i64>,
+    /// `Name <email>` of the commit's author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_author: Option<String>,
 }
 
 impl Run {
@@ -171,6 +208,9 @@ pub struct PlanSummary {
     pub environment: String,
     /// SHA-256 of the saved plan file; apply uses exactly this file.
     pub sha256: String,
+    /// The state the plan was made against (absent: the environment had no state yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateBinding>,
     pub add: u32,
     pub change: u32,
     pub destroy: u32,
@@ -187,6 +227,23 @@ pub struct Approval {
     pub comment: String,
     pub actor: String,
     pub created_at: String,
+    /// The plan this decision is bound to: apply refuses any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateBinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// An admin's emergency approval that bypassed the count.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+}
+
+/// A state's lineage and serial at one moment.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct StateBinding {
+    pub lineage: String,
+    pub serial: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -204,8 +261,12 @@ pub struct ApprovalCreate {
     pub environment: String,
     /// approve or reject.
     pub decision: String,
-    /// Why; required.
+    /// Why; required (for a break-glass approval, the emergency).
     pub comment: String,
+    /// An admin's emergency approval: satisfies the count on its own, never the plan
+    /// binding; loudly audited and announced as `MANUAL_APPROVAL_OVERRIDDEN`.
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -364,4 +425,159 @@ pub struct StateRetention {
     pub days: i64,
     /// And always the newest this many.
     pub keep: i64,
+}
+
+/// `POST /api/v1/projects/{project}/promote`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteCreate {
+    /// The environment to start at; the commit must have completed every earlier one.
+    pub environment: String,
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// The commit of this run (default: what `ref` resolves to, or the default branch).
+    #[serde(default)]
+    pub from_run: Option<i64>,
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+/// `POST /api/v1/projects/{project}/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackCreate {
+    pub environment: String,
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// Return to this run's commit (default: the latest commit that completed the
+    /// environment before the one it runs now).
+    #[serde(default)]
+    pub to_run: Option<i64>,
+}
+
+/// One environment a run completed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    pub environment: String,
+    pub pipeline: String,
+    pub run_id: i64,
+    pub run_number: i64,
+    /// deploy, retry, promote, rollback or destroy.
+    pub run_kind: String,
+    pub commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_sha256: Option<String>,
+    /// false when the plan had nothing to change.
+    pub changed: bool,
+    pub completed_at: String,
+}
+
+/// An approval someone may give now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PendingApproval {
+    pub run: Run,
+    pub environment: String,
+}
+
+/// Everything an approver is shown before deciding.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalView {
+    pub run: Run,
+    pub environment: String,
+    /// Who may approve (empty: anyone but the triggerer and the commit's author).
+    pub approvers: Vec<String>,
+    pub required: u32,
+    /// Seconds the approval may wait before the run fails with MANUAL_APPROVAL_FAILED.
+    pub timeout_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<String>,
+    /// The plan, destroys first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSummary>,
+    /// The environment's policy and test stages.
+    pub checks: Vec<Check>,
+    /// Decisions so far.
+    pub decisions: Vec<Approval>,
+    /// The commit the environment runs now, and the diff stat from it to this run's commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_stat: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    /// policy or test.
+    pub stage: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub actions: Vec<CheckAction>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CheckAction {
+    pub name: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+}
+
+/// One event of the event log (docs/events.md). The shape is a stable contract.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Event {
+    /// The cursor: events are numbered in the order they happened.
+    pub id: i64,
+    /// PIPELINE_EXECUTION_STARTED, STAGE_EXECUTION_FAILED, MANUAL_APPROVAL_NEEDED, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: String,
+    pub project: String,
+    pub pipeline: String,
+    pub run_id: i64,
+    pub run_number: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    pub commit: String,
+    /// Who caused it: a person or token, or `system` for the engine's own progress.
+    pub actor: String,
+    /// Why, for failures, cancellations and decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Event-specific details (the plan digest of an approval, an action's exit code, ...).
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Pass as `after` to get the next page; the last event's id (or the `after` given).
+    pub next_after: i64,
+}
+
+/// One entry of the audit chain.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub source: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// The entry's HMAC over its content and the previous entry's MAC.
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    pub next_after: i64,
 }

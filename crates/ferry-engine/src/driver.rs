@@ -33,6 +33,8 @@ struct Ctx {
     log: RunLog,
     workdir: PathBuf,
     binary: Option<PathBuf>,
+    /// Environments already recorded as completed by this run.
+    deployed: std::collections::BTreeSet<String>,
 }
 
 impl Ctx {
@@ -68,6 +70,7 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
         log,
         workdir,
         binary: None,
+        deployed: Default::default(),
     };
     let mut changed = engine.inner.changed.subscribe();
     let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed).await;
@@ -102,6 +105,7 @@ async fn drive_loop(
             return Ok(());
         }
         let detail = store.run_detail(run_id).await?;
+        record_deployments(engine, ctx, &detail).await?;
         let run = &detail.run;
         if run.status.is_terminal() {
             return Ok(());
@@ -174,17 +178,7 @@ async fn drive_loop(
                         humantime::format_duration(timeout)
                     );
                     sys(ctx, 0, &reason).await;
-                    store
-                        .transition_stage(stage.id, StageEvent::Fail, Some(&reason))
-                        .await?;
-                    store
-                        .transition_run(
-                            run_id,
-                            RunEvent::Fail,
-                            Some(&reason),
-                            Some(&Actor::system("approval-timeout")),
-                        )
-                        .await?;
+                    store.expire_approval(stage.id, &reason).await?;
                     engine.notify_changed();
                     continue;
                 }
@@ -214,6 +208,51 @@ async fn drive_loop(
             }
         }
     }
+}
+
+/// Records each environment the run completed: every stage succeeded or was skipped, and
+/// the apply succeeded or had nothing to do. This is the history promotion checks and
+/// rollback returns to.
+async fn record_deployments(engine: &Engine, ctx: &mut Ctx, detail: &RunDetail) -> Result<()> {
+    let mut environments: Vec<&str> = Vec::new();
+    for stage in &detail.stages {
+        if environments.last() != Some(&stage.environment.as_str()) {
+            environments.push(&stage.environment);
+        }
+    }
+    for environment in environments {
+        if ctx.deployed.contains(environment) {
+            continue;
+        }
+        let stages: Vec<&Stage> = detail
+            .stages
+            .iter()
+            .filter(|s| s.environment == environment)
+            .collect();
+        let plan = detail.plans.iter().find(|p| p.environment == environment);
+        let changed = plan.is_none_or(|p| p.has_changes);
+        let settled = stages
+            .iter()
+            .all(|s| matches!(s.status, StageStatus::Succeeded | StageStatus::Skipped));
+        let applied = stages.iter().any(|s| {
+            s.kind == StageKind::Apply
+                && (s.status == StageStatus::Succeeded
+                    || (s.status == StageStatus::Skipped && !changed))
+        });
+        if settled && applied {
+            engine
+                .store()
+                .record_deployment(
+                    &detail.run,
+                    environment,
+                    plan.map(|p| p.sha256.as_str()),
+                    changed,
+                )
+                .await?;
+            ctx.deployed.insert(environment.to_owned());
+        }
+    }
+    Ok(())
 }
 
 /// Whether an approval has waited longer than its environment's `approval.timeout`.
@@ -461,7 +500,7 @@ async fn execute_stage(
                     Outcome::Exited(code) => Some(code),
                     _ => None,
                 };
-                fail(engine, run, stage, action, code, &describe).await?;
+                fail(engine, run, stage, action, code, &describe, None).await?;
                 return Ok(true);
             }
             Err(error) => {
@@ -472,7 +511,13 @@ async fn execute_stage(
                     &format!("`{}` could not run: {message}", action.name),
                 )
                 .await;
-                fail(engine, run, stage, action, None, &message).await?;
+                // A refusal to apply is the run's reason as it stands; anything else is
+                // explained by the action that could not run.
+                let reason = match &error {
+                    Error::StalePlan(_) => Some(format!("{}: {message}", stage.environment)),
+                    _ => None,
+                };
+                fail(engine, run, stage, action, None, &message, reason).await?;
                 return Ok(true);
             }
         }
@@ -502,15 +547,18 @@ async fn fail(
     action: &Action,
     code: Option<i32>,
     describe: &str,
+    reason: Option<String>,
 ) -> Result<()> {
     let store = engine.store();
     store
         .finish_action(action.id, ActionEvent::Fail, code, Some(describe))
         .await?;
-    let reason = format!(
-        "{} {}: `{}` failed: {describe}",
-        stage.environment, stage.kind, action.name
-    );
+    let reason = reason.unwrap_or_else(|| {
+        format!(
+            "{} {}: `{}` failed: {describe}",
+            stage.environment, stage.kind, action.name
+        )
+    });
     store
         .transition_stage(stage.id, StageEvent::Fail, Some(&reason))
         .await?;
@@ -701,16 +749,10 @@ async fn run_action_with(
             .await
         }
         stages::APPLY => {
-            let plan = engine
-                .store()
-                .plan(run.id, &env_name)
-                .await?
-                .ok_or_else(|| {
-                    Error::Io(std::io::Error::other(format!(
-                        "no plan recorded for {env_name}; refusing to apply"
-                    )))
-                })?;
-            verify_plan_file(&plan).await?;
+            let plan = match approved_plan(engine, run, &env_name).await? {
+                Ok(plan) => plan,
+                Err(refusal) => return Err(Error::StalePlan(refusal)),
+            };
             sys(
                 ctx,
                 action.id.0,
@@ -735,17 +777,101 @@ async fn run_action_with(
     }
 }
 
-/// The plan that gets applied must be byte-identical to the one that was planned.
-async fn verify_plan_file(plan: &Plan) -> Result<()> {
-    let bytes = tokio::fs::read(&plan.plan_path).await?;
-    let digest = hex::encode(Sha256::digest(&bytes));
-    if digest != plan.sha256 {
-        return Err(Error::Io(std::io::Error::other(format!(
-            "the stored plan file's sha256 is {digest}, not the planned {}; refusing to apply",
-            plan.sha256
-        ))));
+/// The plan to apply, or why none may be: apply exactly what was approved (PRODUCT.md §4
+/// invariant 1). The stored plan file must hash to the digest recorded at plan time and
+/// named by every approval of the environment, and the state must still be the one the plan
+/// was made against. Checked here, before any `terraform apply` starts, rather than left to
+/// Terraform's own stale-plan error.
+async fn approved_plan(
+    engine: &Engine,
+    run: &Run,
+    environment: &str,
+) -> Result<std::result::Result<Plan, String>> {
+    let store = engine.store();
+    let Some(plan) = store.plan(run.id, environment).await? else {
+        return Ok(Err(format!(
+            "STALE_PLAN: no plan is recorded for {environment}; refusing to apply"
+        )));
+    };
+    let detail = store.run_detail(run.id).await?;
+    for approval in detail
+        .approvals
+        .iter()
+        .filter(|a| a.environment == environment && a.decision == ferry_store::Decision::Approve)
+    {
+        if approval.plan_sha256.as_deref() != Some(plan.sha256.as_str())
+            || approval.state.as_ref().map(|b| (&b.lineage, b.serial))
+                != plan.state.as_ref().map(|b| (&b.lineage, b.serial))
+        {
+            return Ok(Err(format!(
+                "STALE_PLAN: {}'s approval names plan {}, not the recorded plan {}; refusing to apply",
+                approval.actor,
+                approval.plan_sha256.as_deref().unwrap_or("(none)"),
+                plan.sha256
+            )));
+        }
     }
-    Ok(())
+    let digest = match tokio::fs::read(&plan.plan_path).await {
+        Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
+        Err(e) => {
+            return Ok(Err(format!(
+                "STALE_PLAN: the stored plan file cannot be read ({e}); refusing to apply"
+            )))
+        }
+    };
+    if digest != plan.sha256 {
+        return Ok(Err(format!(
+            "STALE_PLAN: the stored plan file's sha256 is {digest}, not the approved {}; it was altered after planning; refusing to apply",
+            plan.sha256
+        )));
+    }
+    let now = current_state(engine, run, environment).await?;
+    if now != plan.state
+        && now.as_ref().map(|b| (&b.lineage, b.serial))
+            != plan.state.as_ref().map(|b| (&b.lineage, b.serial))
+    {
+        return Ok(Err(format!(
+            "STALE_PLAN: the plan was made against state {} but the state is now {}; refusing to apply (ferry retry {} re-plans)",
+            describe_state(&plan.state),
+            describe_state(&now),
+            run.id
+        )));
+    }
+    Ok(Ok(plan))
+}
+
+/// The current version of the environment's state, if it has one.
+async fn current_state(
+    engine: &Engine,
+    run: &Run,
+    environment: &str,
+) -> Result<Option<ferry_store::StateBinding>> {
+    let addr = ferry_store::StateAddr {
+        project_id: run.project_id,
+        project: &run.project,
+        environment,
+        name: "",
+    };
+    Ok(engine
+        .store()
+        .state(addr)
+        .await?
+        .and_then(|(_, version)| version)
+        .map(|v| ferry_store::StateBinding {
+            lineage: v.lineage,
+            serial: v.serial,
+            version: v.number,
+        }))
+}
+
+fn describe_state(state: &Option<ferry_store::StateBinding>) -> String {
+    match state {
+        Some(b) => format!(
+            "lineage {} serial {} (version {})",
+            b.lineage, b.serial, b.version
+        ),
+        None => "(no state yet)".to_owned(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -783,6 +909,15 @@ async fn plan(
     {
         argv.push(format!("-var-file={vars}"));
     }
+    if run.options.destroy {
+        argv.push("-destroy".into());
+    }
+    argv.extend(run.options.targets.iter().map(|a| format!("-target={a}")));
+    argv.extend(run.options.replaces.iter().map(|a| format!("-replace={a}")));
+    // The state the plan reads: the environment is held, so it only moves if someone writes
+    // past Ferry (an admin, a direct backend client). Equal before and after, or the plan is
+    // not trusted.
+    let before = current_state(engine, run, env_name).await?;
     let outcome = exec(
         engine,
         handle,
@@ -818,12 +953,30 @@ async fn plan(
                 "terraform show -json gave invalid JSON: {e}"
             )))
         })?;
+    let after = current_state(engine, run, env_name).await?;
+    if before != after {
+        sys(
+            ctx,
+            action.id.0,
+            &format!(
+                "the state of {env_name} changed while planning ({} → {}); the plan is not recorded",
+                describe_state(&before),
+                describe_state(&after)
+            ),
+        )
+        .await;
+        return Ok(Outcome::Exited(1));
+    }
     let summary = PlanSummary::from_plan_json(&json);
     let has_changes = summary.has_changes();
     sys(
         ctx,
         action.id.0,
-        &format!("plan for {env_name}: {} (sha256 {sha256})", summary.short()),
+        &format!(
+            "plan for {env_name}: {} (sha256 {sha256}, against state {})",
+            summary.short(),
+            describe_state(&after)
+        ),
     )
     .await;
     engine
@@ -837,6 +990,7 @@ async fn plan(
             plan_path: plan_path.to_string_lossy().into_owned(),
             json_path: json_path.to_string_lossy().into_owned(),
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            state: after,
         })
         .await?;
     Ok(outcome)

@@ -215,6 +215,51 @@ impl Mirror {
         .await?;
         Ok(())
     }
+
+    /// `Name <email>` of the author of `commit`.
+    pub async fn commit_author(&self, commit: &str) -> Result<String, GitError> {
+        check_ref(commit)?;
+        let out = git(
+            "log",
+            &[
+                "log",
+                "-1",
+                "--format=%an <%ae>",
+                "--end-of-options",
+                commit,
+            ],
+            Some(&self.path),
+        )
+        .await?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// `git diff --stat` from `base` (or, without one, from the commit's parent; for a root
+    /// commit, from the empty tree) to `commit`.
+    pub async fn diff_stat(&self, base: Option<&str>, commit: &str) -> Result<String, GitError> {
+        check_ref(commit)?;
+        if let Some(base) = base {
+            check_ref(base)?;
+        }
+        let range;
+        let args: Vec<&str> = match base {
+            Some(base) => {
+                range = format!("{base}..{commit}");
+                vec!["diff", "--stat", "--no-color", "--end-of-options", &range]
+            }
+            None => vec![
+                "show",
+                "--stat",
+                "--format=",
+                "--no-color",
+                "--root",
+                "--end-of-options",
+                commit,
+            ],
+        };
+        let out = git("diff", &args, Some(&self.path)).await?;
+        Ok(String::from_utf8_lossy(&out).trim_end().to_owned())
+    }
 }
 
 /// Whether a repository address carries a password or token (`https://user:secret@host/…`).

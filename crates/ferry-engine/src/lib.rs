@@ -13,6 +13,7 @@
 
 mod driver;
 pub mod git;
+mod requests;
 pub mod stages;
 pub mod state;
 pub mod terraform;
@@ -23,12 +24,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_core::{Actor, ApprovalRule, RunEvent, RunId, RunStatus};
-use ferry_store::{Decision, NewRun, Run, Store};
+use ferry_core::{Actor, EventType, RunEvent, RunId, RunStatus};
+use ferry_store::{Run, Store};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use requests::{ApprovalView, CheckResult, RunRequest};
 pub use terraform::PlanSummary;
 
 /// The variables of the server's own environment that actions receive (the binary reads
@@ -93,6 +95,11 @@ pub enum Error {
     MissingSecret { name: String, path: String },
     #[error(transparent)]
     Terraform(#[from] terraform::BinaryError),
+    #[error("{0}")]
+    Invalid(String),
+    /// Apply refused: the plan is not the approved one, or the state moved on since.
+    #[error("{0}")]
+    StalePlan(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("run {run} is already {status}")]
@@ -317,85 +324,6 @@ impl Engine {
         Ok((commit, out))
     }
 
-    /// Starts a run of `pipeline` (optional when the project has one) at `git_ref`.
-    /// Everything that can be checked before the run exists is checked here, so a bad ref,
-    /// an invalid ferry.yaml or a missing terraform is an error, not a failed run.
-    pub async fn trigger(
-        &self,
-        actor: &Actor,
-        project: &str,
-        git_ref: Option<&str>,
-        pipeline: Option<&str>,
-    ) -> Result<Run> {
-        if self.inner.shutting_down.load(Ordering::SeqCst) {
-            return Err(Error::ShuttingDown);
-        }
-        let (project, mirror, git_ref, commit) = self.resolve(project, git_ref).await?;
-        let files = mirror.pipeline_files(&commit).await?;
-        if files.is_empty() {
-            return Err(Error::NoPipeline {
-                project: project.name.clone(),
-                commit,
-            });
-        }
-        let mut candidates = Vec::new();
-        for path in files {
-            let text = mirror.read_file(&commit, &path).await?;
-            let lowered = ferry_spec::lower(&path, &text);
-            let name = lowered.spec.as_ref().map(|s| s.name.clone());
-            candidates.push((path, text, lowered, name));
-        }
-        let available: Vec<String> = candidates
-            .iter()
-            .map(|(path, _, _, name)| name.clone().unwrap_or_else(|| path.clone()))
-            .collect();
-        let index = match pipeline {
-            Some(wanted) => candidates
-                .iter()
-                .position(|(path, _, _, name)| name.as_deref() == Some(wanted) || path == wanted)
-                .ok_or_else(|| Error::PipelineNotFound {
-                    name: wanted.to_owned(),
-                    available: available.clone(),
-                })?,
-            None if candidates.len() == 1 => 0,
-            None => return Err(Error::AmbiguousPipeline { available }),
-        };
-        let (path, text, lowered, _) = candidates.swap_remove(index);
-        let Some(spec) = lowered.spec else {
-            return Err(Error::InvalidPipeline {
-                path,
-                diagnostics: lowered.errors().map(ToString::to_string).collect(),
-            });
-        };
-        if let Some(secret) = spec.secrets.first() {
-            return Err(Error::MissingSecret {
-                name: secret.name.clone(),
-                path,
-            });
-        }
-        terraform::check_binary(
-            &spec.terraform,
-            &self.inner.config.path_var,
-            &self.inner.versions,
-        )
-        .await?;
-        let new = NewRun {
-            project_id: project.id,
-            pipeline: spec.name.clone(),
-            pipeline_path: path,
-            git_ref,
-            commit_sha: commit,
-            spec_yaml: text,
-            first_environment: spec.environments[0].name.clone(),
-            stages: stages::plan_stages(&spec),
-        };
-        let run = self.inner.store.create_run(actor, &new).await?;
-        tracing::info!(run = %run.id, project = %run.project, number = %run.number, "run created");
-        self.spawn_driver(run.id);
-        self.notify_changed();
-        Ok(run)
-    }
-
     /// Cancels a run: a running action is terminated (TERM, then KILL its process group).
     pub async fn cancel(&self, actor: &Actor, run: RunId) -> Result<Run> {
         let current = self.inner.store.run(run).await?;
@@ -450,40 +378,6 @@ impl Engine {
         }
     }
 
-    /// Approves or rejects the approval a run waits for in `environment`.
-    pub async fn decide(
-        &self,
-        actor: &Actor,
-        run: RunId,
-        environment: &str,
-        decision: Decision,
-        comment: &str,
-    ) -> Result<Run> {
-        let current = self.inner.store.run(run).await?;
-        let lowered = ferry_spec::lower(&current.pipeline_path, &current.spec_yaml);
-        let env = lowered
-            .spec
-            .as_ref()
-            .and_then(|s| s.environment(environment));
-        let Some(env) = env else {
-            return Err(ferry_store::Error::Conflict(format!(
-                "run {run} has no environment `{environment}`"
-            ))
-            .into());
-        };
-        let rule = ApprovalRule {
-            approvers: env.approval.approvers.clone(),
-            required: env.approval.required,
-        };
-        let run = self
-            .inner
-            .store
-            .decide(actor, run, environment, &rule, decision, comment)
-            .await?;
-        self.notify_changed();
-        Ok(run)
-    }
-
     /// Start-up recovery, before any new work: kill the process groups of actions that were
     /// executing when the server died, mark their runs `Interrupted` (releasing their
     /// environments, with an audit entry), then resume every other unfinished run.
@@ -533,6 +427,20 @@ impl Engine {
                     .await?;
                 tracing::warn!(run = %run.id, "run interrupted by a server stop");
             } else {
+                let waiting = detail
+                    .stages
+                    .iter()
+                    .find(|s| s.status == ferry_core::StageStatus::WaitingForApproval);
+                store
+                    .record_event(
+                        EventType::PipelineResumed,
+                        &run,
+                        waiting.map(|s| s.environment.as_str()),
+                        waiting.map(|s| s.kind.as_str()),
+                        Actor::SYSTEM,
+                        Some("the server restarted"),
+                    )
+                    .await?;
                 self.spawn_driver(run.id);
             }
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferry_core::StageKind;
 use ferry_spec::{CommandSpec, EnvironmentSpec, PipelineSpec};
-use ferry_store::{NewAction, NewStage};
+use ferry_store::{NewAction, NewStage, RunOptions};
 
 /// Built-in action kinds, as stored in the `actions.kind` column.
 pub const INIT: &str = "terraform_init";
@@ -39,17 +39,24 @@ fn commands(list: &[CommandSpec], timeout: Duration) -> Vec<NewAction> {
 }
 
 /// Per environment, in order: validate (init, then `terraform validate` or the pipeline's
-/// own validate commands) → plan → test (if any) → approval (unless the environment
-/// auto-applies) → apply → verify (if any).
-pub fn plan_stages(spec: &PipelineSpec) -> Vec<NewStage> {
+/// own validate commands) → plan → policy → test (if any) → approval (unless the
+/// environment auto-applies; always for a destroy) → apply → verify (if any). Only the
+/// environments named in `options` when it names any, in the pipeline's order.
+pub fn plan_stages(spec: &PipelineSpec, options: &RunOptions) -> Vec<NewStage> {
     let mut stages = Vec::new();
     for env in &spec.environments {
-        stages.extend(environment_stages(spec, env));
+        if options.environments.is_empty() || options.environments.contains(&env.name) {
+            stages.extend(environment_stages(spec, env, options));
+        }
     }
     stages
 }
 
-fn environment_stages(spec: &PipelineSpec, env: &EnvironmentSpec) -> Vec<NewStage> {
+fn environment_stages(
+    spec: &PipelineSpec,
+    env: &EnvironmentSpec,
+    options: &RunOptions,
+) -> Vec<NewStage> {
     let timeout = env.timeout.unwrap_or(spec.timeout);
     let stage = |kind, actions| NewStage {
         environment: env.name.clone(),
@@ -67,11 +74,12 @@ fn environment_stages(spec: &PipelineSpec, env: &EnvironmentSpec) -> Vec<NewStag
             StageKind::Plan,
             vec![builtin(PLAN, "terraform plan", timeout)],
         ),
+        stage(StageKind::Policy, Vec::new()),
     ];
     if let Some(list) = spec.stages.test.as_deref().filter(|l| !l.is_empty()) {
         out.push(stage(StageKind::Test, commands(list, timeout)));
     }
-    if env.requires_approval() {
+    if env.requires_approval() || options.destroy {
         out.push(stage(StageKind::Approval, Vec::new()));
     }
     out.push(stage(
@@ -89,11 +97,15 @@ mod tests {
     use super::*;
 
     fn kinds(yaml: &str) -> Vec<String> {
+        kinds_with(yaml, &RunOptions::default())
+    }
+
+    fn kinds_with(yaml: &str, options: &RunOptions) -> Vec<String> {
         let lowered = ferry_spec::lower("ferry.yaml", yaml);
         let spec = lowered
             .spec
             .unwrap_or_else(|| panic!("{:?}", lowered.diagnostics));
-        plan_stages(&spec)
+        plan_stages(&spec, options)
             .iter()
             .map(|s| {
                 let actions: Vec<&str> = s.actions.iter().map(|a| a.name.as_str()).collect();
@@ -110,6 +122,7 @@ mod tests {
             [
                 "default/validate[terraform init,terraform validate]",
                 "default/plan[terraform plan]",
+                "default/policy[]",
                 "default/apply[terraform apply]"
             ]
         );
@@ -126,15 +139,40 @@ mod tests {
             [
                 "dev/validate[terraform init,terraform validate]",
                 "dev/plan[terraform plan]",
+                "dev/policy[]",
                 "dev/test[./smoke.sh]",
                 "dev/apply[terraform apply]",
                 "dev/verify[./check.sh]",
                 "prod/validate[terraform init,terraform validate]",
                 "prod/plan[terraform plan]",
+                "prod/policy[]",
                 "prod/test[./smoke.sh]",
                 "prod/approval[]",
                 "prod/apply[terraform apply]",
                 "prod/verify[./check.sh]",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_destroy_of_one_environment_always_waits_for_approval() {
+        let options = RunOptions {
+            environments: vec!["dev".into()],
+            destroy: true,
+            ..RunOptions::default()
+        };
+        let got = kinds_with(
+            "version: 1\nname: net\nterraform: { dir: . }\nenvironments:\n  - name: dev\n    auto_apply: true\n  - name: prod\n",
+            &options,
+        );
+        assert_eq!(
+            got,
+            [
+                "dev/validate[terraform init,terraform validate]",
+                "dev/plan[terraform plan]",
+                "dev/policy[]",
+                "dev/approval[]",
+                "dev/apply[terraform apply]",
             ]
         );
     }

@@ -241,6 +241,12 @@ impl PlanSummary {
                 action: action.to_owned(),
             });
         }
+        // Destroys first: they are what a reviewer must not miss.
+        summary.resources.sort_by_key(|r| match r.action.as_str() {
+            "delete" => 0,
+            "replace" => 1,
+            _ => 2,
+        });
         summary.outputs_changed = plan["output_changes"]
             .as_object()
             .map(|outputs| {
@@ -280,7 +286,12 @@ mod tests {
         assert_eq!((s.add, s.change, s.destroy), (2, 1, 2));
         assert_eq!(s.short(), "+2 ~1 -2");
         assert_eq!(s.resources.len(), 4);
-        assert_eq!(s.resources[2].action, "replace");
+        let order: Vec<&str> = s.resources.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            order,
+            ["delete", "replace", "create", "update"],
+            "destroys first"
+        );
         assert!(s.has_changes());
         assert!(!s.outputs_changed);
     }

@@ -27,6 +27,138 @@ pub(crate) fn run(r: store::Run) -> api::Run {
         created_at: r.created_at,
         started_at: r.started_at,
         finished_at: r.finished_at,
+        kind: r.kind.as_str().to_owned(),
+        options: api::RunOptions {
+            environments: r.options.environments,
+            targets: r.options.targets,
+            replaces: r.options.replaces,
+            destroy: r.options.destroy,
+        },
+        source_run: r.source_run.map(|id| id.0),
+        commit_author: r.commit_author,
+    }
+}
+
+fn binding(b: Option<store::StateBinding>) -> Option<api::StateBinding> {
+    b.map(|b| api::StateBinding {
+        lineage: b.lineage,
+        serial: b.serial,
+    })
+}
+
+pub(crate) fn plan(p: store::Plan) -> api::PlanSummary {
+    let summary: ferry_engine::PlanSummary = serde_json::from_str(&p.summary).unwrap_or_default();
+    api::PlanSummary {
+        environment: p.environment,
+        sha256: p.sha256,
+        state: binding(p.state),
+        add: summary.add,
+        change: summary.change,
+        destroy: summary.destroy,
+        has_changes: p.has_changes,
+        resources: summary
+            .resources
+            .into_iter()
+            .map(|r| api::ResourceChange {
+                address: r.address,
+                action: r.action,
+            })
+            .collect(),
+        created_at: p.created_at,
+    }
+}
+
+pub(crate) fn approval(a: store::Approval) -> api::Approval {
+    api::Approval {
+        environment: a.environment,
+        decision: a.decision.as_str().to_owned(),
+        comment: a.comment,
+        actor: a.actor,
+        created_at: a.created_at,
+        plan_sha256: a.plan_sha256,
+        state: binding(a.state),
+        commit: a.commit_sha,
+        break_glass: a.break_glass,
+    }
+}
+
+pub(crate) fn deployment(d: store::Deployment) -> api::Deployment {
+    api::Deployment {
+        environment: d.environment,
+        pipeline: d.pipeline,
+        run_id: d.run_id.0,
+        run_number: d.run_number.0,
+        run_kind: d.run_kind.as_str().to_owned(),
+        commit: d.commit_sha,
+        plan_sha256: d.plan_sha256,
+        changed: d.changed,
+        completed_at: d.completed_at,
+    }
+}
+
+pub(crate) fn event(e: store::Event) -> api::Event {
+    api::Event {
+        id: e.id,
+        kind: e.kind.as_str().to_owned(),
+        time: e.time,
+        project: e.project,
+        pipeline: e.pipeline,
+        run_id: e.run_id,
+        run_number: e.run_number,
+        environment: e.environment,
+        stage: e.stage,
+        action: e.action,
+        commit: e.commit,
+        actor: e.actor,
+        reason: e.reason,
+        details: serde_json::from_str(&e.details).unwrap_or_else(|_| serde_json::json!({})),
+    }
+}
+
+pub(crate) fn audit(r: ferry_secrets::AuditRecord) -> api::AuditEntry {
+    api::AuditEntry {
+        seq: r.seq,
+        time: r.ts,
+        actor: r.actor,
+        action: r.action,
+        target: r.target,
+        outcome: r.outcome,
+        source: r.source,
+        details: serde_json::from_str(&r.details).unwrap_or_else(|_| serde_json::json!({})),
+        mac: r.mac,
+    }
+}
+
+pub(crate) fn approval_view(v: ferry_engine::ApprovalView) -> api::ApprovalView {
+    api::ApprovalView {
+        run: run(v.run),
+        environment: v.environment,
+        approvers: v.rule.approvers,
+        required: v.rule.required,
+        timeout_seconds: v.timeout.as_secs(),
+        waiting_since: v.waiting_since,
+        plan: v.plan.map(plan),
+        checks: v
+            .checks
+            .into_iter()
+            .map(|c| api::Check {
+                stage: c.stage.as_str().to_owned(),
+                status: c.status.as_str().to_owned(),
+                reason: c.reason,
+                actions: c
+                    .actions
+                    .into_iter()
+                    .map(|(name, status, exit_code)| api::CheckAction {
+                        name,
+                        status,
+                        exit_code,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        decisions: v.decisions.into_iter().map(approval).collect(),
+        deployed_commit: v.deployed_commit,
+        diff_stat: v.diff_stat,
     }
 }
 
@@ -60,42 +192,8 @@ pub(crate) fn run_detail(d: store::RunDetail) -> api::RunDetail {
                 .collect(),
         })
         .collect();
-    let plans = d
-        .plans
-        .into_iter()
-        .map(|p| {
-            let summary: ferry_engine::PlanSummary =
-                serde_json::from_str(&p.summary).unwrap_or_default();
-            api::PlanSummary {
-                environment: p.environment,
-                sha256: p.sha256,
-                add: summary.add,
-                change: summary.change,
-                destroy: summary.destroy,
-                has_changes: p.has_changes,
-                resources: summary
-                    .resources
-                    .into_iter()
-                    .map(|r| api::ResourceChange {
-                        address: r.address,
-                        action: r.action,
-                    })
-                    .collect(),
-                created_at: p.created_at,
-            }
-        })
-        .collect();
-    let approvals = d
-        .approvals
-        .into_iter()
-        .map(|a| api::Approval {
-            environment: a.environment,
-            decision: a.decision.as_str().to_owned(),
-            comment: a.comment,
-            actor: a.actor,
-            created_at: a.created_at,
-        })
-        .collect();
+    let plans = d.plans.into_iter().map(plan).collect();
+    let approvals = d.approvals.into_iter().map(approval).collect();
     api::RunDetail {
         run: run(d.run),
         stages,

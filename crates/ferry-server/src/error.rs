@@ -155,6 +155,8 @@ impl From<ferry_engine::Error> for ApiError {
             E::RunFinished { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "run_finished", e.to_string())
             }
+            E::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+            E::StalePlan(_) => ApiError::new(StatusCode::CONFLICT, "stale_plan", e.to_string()),
             E::Io(_) => ApiError::internal(e),
         }
     }

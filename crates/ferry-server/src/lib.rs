@@ -70,6 +70,24 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}", get(api::runs::runs_get))
         .route("/runs/{id}/cancel", post(api::runs::runs_cancel))
         .route("/runs/{id}/approvals", post(api::runs::approvals_create))
+        .route(
+            "/runs/{id}/approvals/{environment}",
+            get(api::delivery::approval_view),
+        )
+        .route("/runs/{id}/retry", post(api::delivery::runs_retry))
+        .route("/projects/{project}/promote", post(api::delivery::promote))
+        .route(
+            "/projects/{project}/rollback",
+            post(api::delivery::rollback),
+        )
+        .route(
+            "/projects/{project}/deployments",
+            get(api::delivery::deployments),
+        )
+        .route("/approvals", get(api::delivery::approvals_pending))
+        .route("/events", get(api::events::events_list))
+        .route("/events/stream", get(api::events::events_stream))
+        .route("/audit", get(api::events::audit_list))
         .route("/runs/{id}/logs", get(api::logs::logs_get))
         .route("/runs/{id}/logs/stream", get(api::logs::logs_stream))
         .route(

@@ -12,6 +12,18 @@ use sqlx::{Row, SqliteConnection};
 use crate::{Actor, Error, Result, Store};
 
 /// What happened, to what, and how it ended; `details` is JSON and must never hold a secret.
+/// Which audit rows to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub after: i64,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub action: String,
@@ -280,6 +292,44 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        Ok(rows.iter().map(audit_row).collect())
+    }
+
+    /// Audit rows in chain order after `after`, filtered: `actor` exactly, `target` and
+    /// `action` exactly or as a prefix ending in `/` or `.` (`run/`, `state.`), and a time
+    /// window (RFC 3339, inclusive since, exclusive until).
+    pub async fn audit_filtered(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ?");
+        let mut binds: Vec<String> = Vec::new();
+        for (column, value) in [("target", &filter.target), ("action", &filter.action)] {
+            if let Some(value) = value {
+                if value.ends_with('/') || value.ends_with('.') {
+                    sql.push_str(&format!(" AND substr({column}, 1, ?) = ?"));
+                    binds.push(value.len().to_string());
+                } else {
+                    sql.push_str(&format!(" AND {column} = ?"));
+                }
+                binds.push(value.clone());
+            }
+        }
+        if let Some(actor) = &filter.actor {
+            sql.push_str(" AND actor = ?");
+            binds.push(actor.clone());
+        }
+        if let Some(since) = &filter.since {
+            sql.push_str(" AND ts >= ?");
+            binds.push(since.clone());
+        }
+        if let Some(until) = &filter.until {
+            sql.push_str(" AND ts < ?");
+            binds.push(until.clone());
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        let mut query = sqlx::query(&sql).bind(filter.after);
+        for b in &binds {
+            query = query.bind(b);
+        }
+        let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(audit_row).collect())
     }
 

@@ -21,7 +21,7 @@ pub mod model;
 mod state_ops;
 mod states;
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, AuditFilter};
 mod runs;
 mod tokens;
 

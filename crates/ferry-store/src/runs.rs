@@ -719,6 +719,46 @@ impl Store {
         Ok(())
     }
 
+    /// Fails a run whose approval in `stage` waited past its timeout: the approval stage
+    /// (`MANUAL_APPROVAL_FAILED`) and the run fail together, audited with the plan digest
+    /// nobody decided on.
+    pub async fn expire_approval(&self, stage: StageId, reason: &str) -> Result<Run> {
+        let mut tx = self.write().await?;
+        let stage = load_stage(&mut tx, stage).await?;
+        let run = load_run(&mut tx, stage.run_id).await?;
+        let plan_sha256: Option<String> =
+            sqlx::query("SELECT sha256 FROM plans WHERE run_id = ? AND environment = ?")
+                .bind(run.id.0)
+                .bind(&stage.environment)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get(0));
+        let details =
+            serde_json::json!({ "environment": stage.environment, "plan_sha256": plan_sha256 });
+        transition_stage_in(
+            &mut tx,
+            &run,
+            &stage,
+            StageEvent::Fail,
+            Some(reason),
+            Actor::SYSTEM,
+            details.clone(),
+        )
+        .await?;
+        transition_run_in(&mut tx, &run, RunEvent::Fail, Some(reason), Actor::SYSTEM).await?;
+        let mut details = details;
+        details["reason"] = reason.into();
+        let entry = run_audit("run.approval_timeout", &run, details);
+        let record = self
+            .audit_in(&mut tx, &Actor::system("approval-timeout"), entry)
+            .await?;
+        let run = load_run(&mut tx, run.id).await?;
+        tx.commit().await?;
+        self.events_committed();
+        self.audit_committed(&record)?;
+        Ok(run)
+    }
+
     /// Records an approval decision, bound to the plan it is about (its digest, the state it
     /// was planned against, the commit). Refused unless the run waits for an approval in
     /// `environment` and the decider may decide there (not the run's triggerer or commit
@@ -1002,10 +1042,17 @@ impl Store {
                 Actor::SYSTEM,
             )
             .await?;
+            let plan_sha256: Option<String> =
+                sqlx::query("SELECT sha256 FROM plans WHERE run_id = ? AND environment = ?")
+                    .bind(old.id.0)
+                    .bind(environment)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.get(0));
             let entry = run_audit(
                 "run.supersede",
                 &old,
-                serde_json::json!({ "by": run.id.0, "environment": environment }),
+                serde_json::json!({ "by": run.id.0, "environment": environment, "plan_sha256": plan_sha256 }),
             );
             records.push(self.audit_in(&mut tx, &system, entry).await?);
             superseded.push(old.id);

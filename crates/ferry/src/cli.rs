@@ -41,6 +41,24 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCmd::Verify) => audit_verify(&g).await,
+        Command::Audit(AuditCmd::Export {
+            actor,
+            target,
+            action,
+            since,
+            until,
+            file,
+        }) => {
+            let client = client(&g)?;
+            let filter = [
+                ("actor", actor),
+                ("target", target),
+                ("action", action),
+                ("since", since),
+                ("until", until),
+            ];
+            crate::delivery_cmd::audit_export(&client, &filter, file.as_deref()).await
+        }
         Command::Admin(AdminCmd::Backup { dir }) => crate::admin::backup(&data_dir(&g), &dir).await,
         Command::Admin(AdminCmd::RotateMasterKey) => {
             crate::admin::rotate_master_key(&data_dir(&g)).await
@@ -96,7 +114,7 @@ fn client(g: &Global) -> Result<Client> {
     Ok(Client::new(&server, &token))
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
@@ -342,11 +360,21 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             project,
             git_ref,
             pipeline,
+            env,
+            destroy,
+            targets,
+            replaces,
             wait,
         } => {
-            let run = client
-                .runs_create(&project, &RunCreate { git_ref, pipeline })
-                .await?;
+            let body = RunCreate {
+                git_ref,
+                pipeline,
+                environment: env,
+                destroy,
+                targets,
+                replaces,
+            };
+            let run = client.runs_create(&project, &body).await?;
             if !wait {
                 if json {
                     print_json(&run)?;
@@ -416,6 +444,70 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             } else {
                 out!("run {} is {}", run.id, run.status);
             }
+        }
+        Command::Retry { run, wait } => {
+            let run = client.runs_retry(run).await?;
+            return crate::delivery_cmd::started(client, run, wait, json).await;
+        }
+        Command::Promote {
+            project,
+            env,
+            pipeline,
+            from_run,
+            git_ref,
+            wait,
+        } => {
+            let body = ferry_api::PromoteCreate {
+                environment: env,
+                pipeline,
+                from_run,
+                git_ref,
+            };
+            let run = client.promote(&project, &body).await?;
+            return crate::delivery_cmd::started(client, run, wait, json).await;
+        }
+        Command::Rollback {
+            project,
+            env,
+            pipeline,
+            to_run,
+            wait,
+        } => {
+            let body = ferry_api::RollbackCreate {
+                environment: env,
+                pipeline,
+                to_run,
+            };
+            let run = client.rollback(&project, &body).await?;
+            return crate::delivery_cmd::started(client, run, wait, json).await;
+        }
+        Command::Approvals { run, env } => {
+            return crate::delivery_cmd::approvals(client, run, env, json).await
+        }
+        Command::History {
+            project,
+            pipeline,
+            env,
+        } => return crate::delivery_cmd::history(client, &project, pipeline, env, json).await,
+        Command::Events {
+            run,
+            project,
+            env,
+            types,
+            follow,
+        } => {
+            let mut filter: Vec<(&str, String)> = Vec::new();
+            for (k, v) in [
+                ("run", run.map(|r| r.to_string())),
+                ("project", project),
+                ("environment", env),
+                ("type", types),
+            ] {
+                if let Some(v) = v {
+                    filter.push((k, v));
+                }
+            }
+            return crate::delivery_cmd::events(client, &filter, follow, json).await;
         }
         Command::Approve(args) => return decide(client, args, "approve", json).await,
         Command::Reject(args) => return decide(client, args, "reject", json).await,
@@ -497,7 +589,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
-fn short(commit: &str) -> &str {
+pub(crate) fn short(commit: &str) -> &str {
     &commit[..commit.len().min(10)]
 }
 
@@ -517,6 +609,26 @@ fn print_detail(d: &ferry_api::RunDetail) -> Result<()> {
         r.git_ref,
         r.triggered_by
     );
+    if r.kind != "deploy" {
+        let source = r
+            .source_run
+            .map(|id| format!(" (from run {id})"))
+            .unwrap_or_default();
+        out!("  kind: {}{source}", r.kind);
+    }
+    let o = &r.options;
+    if !o.environments.is_empty() {
+        out!("  environments: {}", o.environments.join(", "));
+    }
+    if o.destroy {
+        out!("  DESTROY");
+    }
+    if !o.targets.is_empty() {
+        out!("  targets: {}", o.targets.join(", "));
+    }
+    if !o.replaces.is_empty() {
+        out!("  replaces: {}", o.replaces.join(", "));
+    }
     if let Some(reason) = &r.reason {
         out!("  reason: {reason}");
     }
@@ -544,19 +656,21 @@ fn print_detail(d: &ferry_api::RunDetail) -> Result<()> {
         }
     }
     for a in &d.approvals {
+        let glass = if a.break_glass { " (BREAK GLASS)" } else { "" };
         out!(
-            "  {} {} by {}: {}",
+            "  {} {}{glass} by {}: {} [plan {}]",
             a.environment,
             a.decision,
             a.actor,
-            a.comment
+            a.comment,
+            a.plan_sha256.as_deref().map(short).unwrap_or("-")
         );
     }
     Ok(())
 }
 
 /// Polls the run, printing each stage as it changes, until it ends.
-async fn wait_for(client: &Client, id: i64, json: bool) -> Result<ExitCode> {
+pub(crate) async fn wait_for(client: &Client, id: i64, json: bool) -> Result<ExitCode> {
     let mut seen: Vec<(i64, String)> = Vec::new();
     let mut hinted = false;
     loop {
@@ -621,6 +735,7 @@ async fn decide(
         environment: args.env,
         decision: decision.to_owned(),
         comment: args.message,
+        break_glass: args.break_glass,
     };
     let run = client.approvals_create(args.run, &body).await?;
     if json {
@@ -732,11 +847,11 @@ fn client_token(client: &Client) -> String {
 }
 
 /// The end (exclusive, including the blank line) of the first complete SSE event.
-fn find_event_end(buffer: &[u8]) -> Option<usize> {
+pub(crate) fn find_event_end(buffer: &[u8]) -> Option<usize> {
     buffer.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
 }
 
-fn parse_event(text: &str) -> (String, String) {
+pub(crate) fn parse_event(text: &str) -> (String, String) {
     let mut name = String::from("message");
     let mut data = Vec::new();
     for line in text.lines() {

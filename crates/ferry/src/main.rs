@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod config;
+mod delivery_cmd;
 mod state_cmd;
 
 use std::path::PathBuf;
@@ -73,9 +74,86 @@ pub enum Command {
         git_ref: Option<String>,
         #[arg(long)]
         pipeline: Option<String>,
+        /// Only this environment and the ones after it (the commit must have completed the
+        /// earlier ones); with --destroy, only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Plan a destroy of --env; always waits for an approval.
+        #[arg(long, requires = "env")]
+        destroy: bool,
+        /// Limit the plan to this resource address (repeatable).
+        #[arg(long = "target", value_name = "ADDR")]
+        targets: Vec<String>,
+        /// Force replacement of this resource address (repeatable).
+        #[arg(long = "replace", value_name = "ADDR")]
+        replaces: Vec<String>,
         /// Wait for the run to finish, showing stage progress; exit 1 if it does not succeed.
         #[arg(long)]
         wait: bool,
+    },
+    /// Run a failed, interrupted or cancelled run again from its first unfinished environment (re-plans).
+    Retry {
+        run: i64,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Start a later environment for a commit that completed the earlier ones.
+    Promote {
+        project: String,
+        /// The environment to start at.
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// The commit of this run (default: --ref, else the default branch).
+        #[arg(long, conflicts_with = "git_ref")]
+        from_run: Option<i64>,
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Return an environment to the commit of an earlier successful run (planned and approved as usual).
+    Rollback {
+        project: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// The run whose commit to return to (default: the latest commit before the current one).
+        #[arg(long)]
+        to_run: Option<i64>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Approvals waiting on me; with RUN and --env, what that approval is about.
+    Approvals {
+        run: Option<i64>,
+        #[arg(long, requires = "run")]
+        env: Option<String>,
+    },
+    /// The commits each environment ran, newest first.
+    History {
+        project: String,
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// The event log; -f follows it live.
+    Events {
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+        /// Only these types, comma-separated (PIPELINE_EXECUTION_FAILED,...).
+        #[arg(long = "type")]
+        types: Option<String>,
+        /// Keep following new events.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// List runs, newest first.
     Runs {
@@ -142,9 +220,13 @@ pub struct DecisionArgs {
     /// The environment whose approval this is.
     #[arg(long)]
     pub env: String,
-    /// Why (required).
+    /// Why (required; for --break-glass, the emergency).
     #[arg(long, short = 'm')]
     pub message: String,
+    /// Admins only: approve alone in an emergency, bypassing the count (never the plan
+    /// binding); loudly audited and announced.
+    #[arg(long)]
+    pub break_glass: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +268,26 @@ pub enum AdminCmd {
 pub enum AuditCmd {
     /// Verify the audit chain of a local data dir; names the first bad entry.
     Verify,
+    /// Write the audit chain (or a filtered part) as JSON lines, through the API (admin token).
+    Export {
+        #[arg(long)]
+        actor: Option<String>,
+        /// A target, or a prefix ending in `/` (run/, state/).
+        #[arg(long)]
+        target: Option<String>,
+        /// An action, or a prefix ending in `.` (run., state.).
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 time, inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time, exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

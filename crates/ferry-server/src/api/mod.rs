@@ -1,6 +1,8 @@
 //! The `/api/v1` routes, one module per resource, and the OpenAPI document built from their
 //! annotations.
 
+pub(crate) mod delivery;
+pub(crate) mod events;
 pub(crate) mod logs;
 pub(crate) mod projects;
 pub(crate) mod runs;
@@ -18,6 +20,9 @@ use utoipa::{Modify, OpenApi};
         system::healthz, system::readyz, system::metrics, system::openapi, system::whoami, system::queue,
         projects::projects_create, projects::projects_list, projects::projects_get, projects::pipelines_list,
         runs::runs_create, runs::runs_list, runs::runs_get, runs::runs_cancel, runs::approvals_create,
+        delivery::runs_retry, delivery::promote, delivery::rollback, delivery::deployments,
+        delivery::approvals_pending, delivery::approval_view,
+        events::events_list, events::events_stream, events::audit_list,
         logs::logs_get, logs::logs_stream,
         tokens::tokens_create, tokens::tokens_list, tokens::tokens_revoke,
         states::states_list, states::state_show, states::state_versions, states::state_raw, states::state_diff,
@@ -32,6 +37,9 @@ use utoipa::{Modify, OpenApi};
         ferry_api::EnvironmentQueue, ferry_api::TokenCreate, ferry_api::Token, ferry_api::TokenCreated,
         ferry_api::StateLock, ferry_api::StateVersion, ferry_api::StateSummary, ferry_api::StateResource,
         ferry_api::StateDetail, ferry_api::StateDiff, ferry_api::StateRollback, ferry_api::StateRetention,
+        ferry_api::RunOptions, ferry_api::StateBinding, ferry_api::PromoteCreate, ferry_api::RollbackCreate,
+        ferry_api::Deployment, ferry_api::PendingApproval, ferry_api::ApprovalView, ferry_api::Check,
+        ferry_api::CheckAction, ferry_api::Event, ferry_api::EventPage, ferry_api::AuditEntry, ferry_api::AuditPage,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

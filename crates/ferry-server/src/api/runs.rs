@@ -4,10 +4,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_api as api;
 use ferry_core::{RunId, RunStatus};
-use ferry_store::{Decision, RunFilter};
+use ferry_store::{ApprovalMode, Decision, RunFilter};
 use serde::Deserialize;
 
-use crate::auth::{audit_failure, Identity};
+use crate::auth::{audit_failure, require_admin_audited, Identity};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -22,19 +22,27 @@ pub(crate) async fn runs_create(
     Path(project): Path<String>,
     Json(body): Json<api::RunCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<api::Run>)> {
+    let request = ferry_engine::RunRequest {
+        git_ref: body.git_ref,
+        pipeline: body.pipeline,
+        environment: body.environment,
+        destroy: body.destroy,
+        targets: body.targets,
+        replaces: body.replaces,
+    };
+    let action = if request.destroy {
+        "run.destroy"
+    } else {
+        "run.create"
+    };
     let result = state
         .engine
-        .trigger(
-            &identity.actor(),
-            &project,
-            body.git_ref.as_deref(),
-            body.pipeline.as_deref(),
-        )
+        .trigger(&identity.actor(), &project, &request)
         .await;
     let run = audit_failure(
         &state,
         &identity,
-        "run.create",
+        action,
         &format!("project/{project}"),
         result.map_err(ApiError::from),
     )
@@ -128,7 +136,9 @@ pub(crate) async fn runs_cancel(
     Ok(axum::Json(convert::run(run)))
 }
 
-/// Approves or rejects the approval a run waits for. Whoever triggered the run cannot.
+/// Approves or rejects the approval a run waits for, binding the decision to the plan's
+/// digest and the state it was planned against. Whoever triggered the run or wrote its
+/// commit cannot. `break_glass` (admins only) satisfies the count on its own.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/approvals", params(("id" = i64, Path)), request_body = api::ApprovalCreate,
     responses((status = 200, body = api::Run), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn approvals_create(
@@ -140,8 +150,24 @@ pub(crate) async fn approvals_create(
     let result = async {
         let decision: Decision = body.decision.parse().map_err(ApiError::bad_request)?;
         if body.comment.trim().is_empty() {
-            return Err(ApiError::bad_request("a comment is required"));
+            return Err(ApiError::bad_request(if body.break_glass {
+                "a break-glass approval needs a reason (the comment)"
+            } else {
+                "a comment is required"
+            }));
         }
+        let mode = if body.break_glass {
+            if decision != Decision::Approve {
+                return Err(ApiError::bad_request(
+                    "break glass is for approving; a rejection needs no emergency",
+                ));
+            }
+            require_admin_audited(&state, &identity, "run.break_glass", &format!("run/{id}"))
+                .await?;
+            ApprovalMode::BreakGlass
+        } else {
+            ApprovalMode::Normal
+        };
         Ok(state
             .engine
             .decide(
@@ -150,6 +176,7 @@ pub(crate) async fn approvals_create(
                 &body.environment,
                 decision,
                 body.comment.trim(),
+                mode,
             )
             .await?)
     }

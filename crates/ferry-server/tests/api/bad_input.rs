@@ -16,6 +16,7 @@ fn run_create(git_ref: Option<&str>, pipeline: Option<&str>) -> RunCreate {
     RunCreate {
         git_ref: git_ref.map(str::to_owned),
         pipeline: pipeline.map(str::to_owned),
+        ..Default::default()
     }
 }
 

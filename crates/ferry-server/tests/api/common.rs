@@ -304,6 +304,7 @@ pub(crate) fn approve(environment: &str) -> ferry_api::ApprovalCreate {
         environment: environment.to_owned(),
         decision: "approve".into(),
         comment: "looks good".into(),
+        break_glass: false,
     }
 }
 

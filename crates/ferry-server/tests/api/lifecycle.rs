@@ -92,6 +92,7 @@ async fn a_minimal_pipeline_validates_plans_and_applies_its_default_environment(
         [
             row("default", "validate", "Succeeded"),
             row("default", "plan", "Succeeded"),
+            row("default", "policy", "Succeeded"),
             row("default", "apply", "Succeeded")
         ]
     );
@@ -105,6 +106,7 @@ async fn a_minimal_pipeline_validates_plans_and_applies_its_default_environment(
         [
             vec!["terraform_init", "terraform_validate"],
             vec!["terraform_plan"],
+            vec![],
             vec!["terraform_apply"]
         ]
     );
@@ -184,6 +186,7 @@ async fn an_environment_without_auto_apply_waits_for_another_identity_to_approve
             &ferry_api::RunCreate {
                 git_ref: Some("main".into()),
                 pipeline: None,
+                ..Default::default()
             },
         )
         .await
@@ -196,9 +199,11 @@ async fn an_environment_without_auto_apply_waits_for_another_identity_to_approve
         [
             row("dev", "validate", "Succeeded"),
             row("dev", "plan", "Succeeded"),
+            row("dev", "policy", "Succeeded"),
             row("dev", "apply", "Succeeded"),
             row("prod", "validate", "Succeeded"),
             row("prod", "plan", "Succeeded"),
+            row("prod", "policy", "Succeeded"),
             row("prod", "approval", "WaitingForApproval"),
             row("prod", "apply", "Pending"),
         ]

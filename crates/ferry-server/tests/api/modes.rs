@@ -21,6 +21,7 @@ async fn trigger(server: &TestServer, project: &str) -> i64 {
             &RunCreate {
                 git_ref: Some("main".into()),
                 pipeline: None,
+                ..Default::default()
             },
         )
         .await

@@ -694,6 +694,7 @@ async fn a_pipeline_keeps_its_state_in_the_backend_with_a_credential_that_dies_w
             &ferry_api::RunCreate {
                 git_ref: Some("main".into()),
                 pipeline: None,
+                ..Default::default()
             },
         )
         .await
