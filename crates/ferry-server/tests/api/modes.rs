@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferry_api::RunCreate;
 
-use crate::common::{approve, prod_only_yaml, TestServer, RUN_TIMEOUT};
+use crate::common::{api_error, approve, prod_only_yaml, TestServer, RUN_TIMEOUT};
 
 /// A configuration whose every plan has a change (the timestamp differs), so each run of it
 /// reaches its approval step even after an earlier run applied.
@@ -161,6 +161,36 @@ async fn a_newer_run_supersedes_an_older_one_waiting_for_approval() {
             .all(|s| s.status != "WaitingForApproval" && s.status != "Pending"),
         "{detail:#?}"
     );
+
+    // A superseded run cannot be approved any more.
+    let bob = server.user("bob").await;
+    let (status, body) = api_error(bob.approvals_create(older, &approve("prod")).await);
+    assert_eq!(status, 409, "{}", body.message);
+    // The supersession is an event and an audit entry naming the plan it dropped.
+    let events = server
+        .admin
+        .events(
+            0,
+            &[
+                ("run", older.to_string()),
+                ("type", "PIPELINE_EXECUTION_SUPERSEDED".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.events.len(), 1);
+    assert!(events.events[0]
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains(&format!("superseded by run {newer}"))));
+    let audit = server
+        .admin
+        .audit(0, &[("action", "run.supersede".into())])
+        .await
+        .unwrap();
+    assert_eq!(audit.entries.len(), 1);
+    assert_eq!(audit.entries[0].target, format!("run/{older}"));
+    assert!(audit.entries[0].details["plan_sha256"].is_string());
 
     // The newer run takes prod and waits for its own approval.
     server
