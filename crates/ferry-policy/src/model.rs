@@ -85,6 +85,7 @@ pub const PLAN_ADDRESS: &str = "(configuration)";
 /// Where and by whom the plan is being judged. Rules read `environment` and `protected`; the
 /// rest is handed to Rego policies as `input.context`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Context {
     pub project: String,
     pub pipeline: String,
