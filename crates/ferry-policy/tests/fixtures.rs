@@ -111,3 +111,23 @@ fn disabled_rules_are_skipped() {
     assert!(findings.iter().all(|f| f.rule != "FERRY-S3-001"));
     assert!(findings.iter().any(|f| f.rule == "FERRY-S3-003"));
 }
+
+#[test]
+fn guardrails_doc_describes_every_rule_with_its_severity() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guardrails.md"),
+    )
+    .unwrap();
+    let mut missing = Vec::new();
+    for rule in builtin::rules() {
+        let severity = match rule.protected_severity {
+            Some(p) => format!("{}, {p} in protected environments", rule.severity),
+            None => rule.severity.to_string(),
+        };
+        let heading = format!("### {} — {} — {}", rule.id, severity, rule.title);
+        if !doc.contains(&heading) {
+            missing.push(heading);
+        }
+    }
+    assert!(missing.is_empty(), "docs/guardrails.md lacks:\n{}", missing.join("\n"));
+}
