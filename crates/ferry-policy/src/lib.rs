@@ -18,9 +18,7 @@ pub mod rego;
 mod waiver;
 
 pub use levels::{blocking, default_fail_on, Report, ReportEntry};
-pub use model::{
-    Config, Context, Finding, Requirement, Severity, UnknownSeverity, PLAN_ADDRESS,
-};
+pub use model::{Config, Context, Finding, Requirement, Severity, UnknownSeverity, PLAN_ADDRESS};
 pub use plan::PlanInput;
 pub use rego::{run_rego_tests, touches_policy, PolicySet, TestReport};
 pub use waiver::{Waiver, WaiverError, WaiverRules, DEFAULT_MAX_WAIVER_DAYS};
@@ -47,7 +45,9 @@ pub enum PolicyError {
         column: usize,
         message: String,
     },
-    #[error("{path}:{line}: function `{function}` calls itself (recursion is not allowed in Rego)")]
+    #[error(
+        "{path}:{line}: function `{function}` calls itself (recursion is not allowed in Rego)"
+    )]
     RegoRecursion {
         path: String,
         line: usize,

@@ -164,11 +164,12 @@ pub struct PlanInput {
 impl PlanInput {
     /// Parses `terraform show -json PLANFILE` output.
     pub fn parse(bytes: &[u8]) -> Result<PlanInput, PolicyError> {
-        let raw: Value = serde_json::from_slice(bytes).map_err(|e| PolicyError::InvalidPlanJson {
-            line: e.line(),
-            column: e.column(),
-            message: strip_position(&e.to_string()),
-        })?;
+        let raw: Value =
+            serde_json::from_slice(bytes).map_err(|e| PolicyError::InvalidPlanJson {
+                line: e.line(),
+                column: e.column(),
+                message: strip_position(&e.to_string()),
+            })?;
         PlanInput::from_value(raw)
     }
 
@@ -652,7 +653,8 @@ mod tests {
 
     #[test]
     fn invalid_json_reports_line_and_column() {
-        let err = PlanInput::parse(b"{\n  \"format_version\": \"1.2\",\n  \"x\": [1,\n}").unwrap_err();
+        let err =
+            PlanInput::parse(b"{\n  \"format_version\": \"1.2\",\n  \"x\": [1,\n}").unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid plan JSON at line 4, column 1: expected value"
@@ -661,8 +663,8 @@ mod tests {
 
     #[test]
     fn unsupported_format_version_is_refused() {
-        let err = PlanInput::parse(br#"{"format_version": "2.0", "resource_changes": []}"#)
-            .unwrap_err();
+        let err =
+            PlanInput::parse(br#"{"format_version": "2.0", "resource_changes": []}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
             "unsupported plan format_version `2.0`: Ferry reads 1.x, the format of `terraform show -json` since Terraform 0.15"
@@ -697,6 +699,9 @@ mod tests {
         );
         assert_eq!(parse_reference("var.x"), None);
         assert_eq!(parse_reference("module.m.out"), None);
-        assert_eq!(strip_keys("module.a[0].module.b[\"x]\"]"), "module.a.module.b");
+        assert_eq!(
+            strip_keys("module.a[0].module.b[\"x]\"]"),
+            "module.a.module.b"
+        );
     }
 }

@@ -60,14 +60,13 @@ impl PolicySet {
                 .add_policy(path.clone(), text.clone())
                 .map_err(|e| syntax_error(path, &format!("{e:#}")))?;
         }
-        let ast: Value = serde_json::from_str(&engine.get_ast_as_json().map_err(|e| {
-            PolicyError::Rego {
+        let ast: Value =
+            serde_json::from_str(&engine.get_ast_as_json().map_err(|e| PolicyError::Rego {
                 message: format!("{e:#}"),
-            }
-        })?)
-        .map_err(|e| PolicyError::Rego {
-            message: e.to_string(),
-        })?;
+            })?)
+            .map_err(|e| PolicyError::Rego {
+                message: e.to_string(),
+            })?;
         let modules = ast.as_array().cloned().unwrap_or_default();
         check_recursion(&modules)?;
         let mut packages = BTreeSet::new();
@@ -135,7 +134,12 @@ impl PolicySet {
         let mut ids = BTreeSet::new();
         for package in &self.packages {
             ids.insert(package.clone());
-            let rules = query(&mut engine, &format!("data.{package}.rules"), deadline, self)?;
+            let rules = query(
+                &mut engine,
+                &format!("data.{package}.rules"),
+                deadline,
+                self,
+            )?;
             if let Some(Value::Object(map)) = rules {
                 ids.extend(map.keys().cloned());
             }
@@ -152,8 +156,12 @@ impl PolicySet {
         let mut findings = Vec::new();
         for package in &self.packages {
             for (collection, default) in [("deny", Severity::High), ("warn", Severity::Low)] {
-                let Some(value) =
-                    query(&mut engine, &format!("data.{package}.{collection}"), deadline, self)?
+                let Some(value) = query(
+                    &mut engine,
+                    &format!("data.{package}.{collection}"),
+                    deadline,
+                    self,
+                )?
                 else {
                     continue;
                 };
@@ -186,8 +194,12 @@ impl PolicySet {
             let mut engine = self.engine.clone();
             let started = Instant::now();
             let deadline = started + self.time_limit;
-            let outcome = match query(&mut engine, &format!("data.{package}.{name}"), deadline, self)
-            {
+            let outcome = match query(
+                &mut engine,
+                &format!("data.{package}.{name}"),
+                deadline,
+                self,
+            ) {
                 Ok(Some(Value::Bool(true))) => TestOutcome::Pass,
                 Ok(Some(other)) => TestOutcome::Fail {
                     reason: format!("evaluated to {}", json_kind(&other)),
@@ -411,7 +423,9 @@ fn finding_from(
                 if !["rule", "severity", "address", "message", "remediation"]
                     .contains(&key.as_str())
                 {
-                    return Err(bad(format!("`{collection}` entry has unknown field `{key}`")));
+                    return Err(bad(format!(
+                        "`{collection}` entry has unknown field `{key}`"
+                    )));
                 }
             }
             let severity = match text("severity")? {
@@ -495,7 +509,10 @@ fn flatten_ref(expr: &Value) -> Vec<String> {
     }
     if let Some(brack) = expr.get("RefBrack") {
         let mut head = flatten_ref(&brack["refr"]);
-        if let Some(s) = brack["index"].get("String").and_then(|s| s["value"].as_str()) {
+        if let Some(s) = brack["index"]
+            .get("String")
+            .and_then(|s| s["value"].as_str())
+        {
             head.push(s.to_string());
             return head;
         }
@@ -748,8 +765,11 @@ test_wrong_expectation if {
     count(buckets.deny) == 5 with input as {"plan": {"resource_changes": []}, "context": {}}
 }
 "#;
-        let report = run_rego_tests(&files(&[("buckets.rego", POLICY), ("buckets_test.rego", tests)]))
-            .unwrap();
+        let report = run_rego_tests(&files(&[
+            ("buckets.rego", POLICY),
+            ("buckets_test.rego", tests),
+        ]))
+        .unwrap();
         assert_eq!(report.results.len(), 2);
         assert_eq!(report.passed(), 1);
         assert_eq!(report.results[0].name, "test_named_bucket_passes");
@@ -778,7 +798,12 @@ test_wrong_expectation if {
 
     #[test]
     fn policy_changes_are_flagged() {
-        let changed = ["main.tf", "policy/s3.rego", "policyx/a", "./policy/t/x.rego"];
+        let changed = [
+            "main.tf",
+            "policy/s3.rego",
+            "policyx/a",
+            "./policy/t/x.rego",
+        ];
         assert_eq!(
             touches_policy(&changed, "policy/"),
             ["policy/s3.rego", "./policy/t/x.rego"]

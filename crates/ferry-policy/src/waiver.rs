@@ -219,12 +219,7 @@ mod tests {
         let f = finding();
         assert!(w.applies_to(&f, "prod", Some("aws_s3_bucket"), now()));
         assert!(!w.applies_to(&f, "staging", Some("aws_s3_bucket"), now()));
-        assert!(!w.applies_to(
-            &f,
-            "prod",
-            Some("aws_s3_bucket"),
-            now() + Duration::days(7)
-        ));
+        assert!(!w.applies_to(&f, "prod", Some("aws_s3_bucket"), now() + Duration::days(7)));
         assert!(!w.applies_to(&f, "prod", Some("aws_s3_directory_bucket"), now()));
         let other_rule = Finding {
             rule: "FERRY-S3-005".into(),

@@ -31,12 +31,14 @@ fn every_rule_has_fixtures_and_they_hold() {
     for id in &ids {
         let dir = root.join(id);
         let case: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
         let ctx: Context = serde_json::from_value(case["context"].clone()).unwrap();
         let config: Config = serde_json::from_value(case["config"].clone()).unwrap();
         let expect: Vec<String> = serde_json::from_value(case["expect"].clone()).unwrap();
-        assert!(!expect.is_empty(), "{id}: a failing fixture must expect findings");
+        assert!(
+            !expect.is_empty(),
+            "{id}: a failing fixture must expect findings"
+        );
 
         let findings = builtin::evaluate(&load(&dir.join("fail.json")), &ctx, &config);
         let mut got: Vec<String> = findings
@@ -129,5 +131,9 @@ fn guardrails_doc_describes_every_rule_with_its_severity() {
             missing.push(heading);
         }
     }
-    assert!(missing.is_empty(), "docs/guardrails.md lacks:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "docs/guardrails.md lacks:\n{}",
+        missing.join("\n")
+    );
 }

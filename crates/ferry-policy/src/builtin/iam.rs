@@ -111,7 +111,11 @@ fn from_blocks(stmts: &[Value], read: fn(&Value, &str) -> Option<Value>) -> Vec<
                     .and_then(|e| e.as_str().map(String::from))
                     .is_none_or(|e| e == "Allow"),
                 not_action: actions.is_empty() && !not_actions.is_empty(),
-                actions: if actions.is_empty() { not_actions } else { actions },
+                actions: if actions.is_empty() {
+                    not_actions
+                } else {
+                    actions
+                },
                 resources: strings(field("resources").as_ref()),
                 principals,
                 condition_keys,
@@ -268,7 +272,13 @@ pub(super) fn wildcard_actions(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
     for (address, doc) in permission_documents(e) {
         for s in doc.statements.iter().filter(|s| s.allow) {
             if s.not_action {
-                out.push((address.clone(), format!("{}: an Allow statement uses NotAction, granting every action but a few", doc.origin)));
+                out.push((
+                    address.clone(),
+                    format!(
+                        "{}: an Allow statement uses NotAction, granting every action but a few",
+                        doc.origin
+                    ),
+                ));
             } else if let Some(a) = s.actions.iter().find(|a| service_wildcard(a)) {
                 out.push((address.clone(), format!("{}: allows `{a}`", doc.origin)));
             }
@@ -320,7 +330,11 @@ pub(super) fn sensitive_without_condition(e: &Eval<'_>, out: &mut Vec<(String, S
             if !hits.is_empty() {
                 out.push((
                     address.clone(),
-                    format!("{}: allows {} without a Condition", doc.origin, hits.join(", ")),
+                    format!(
+                        "{}: allows {} without a Condition",
+                        doc.origin,
+                        hits.join(", ")
+                    ),
                 ));
             }
         }
@@ -333,12 +347,14 @@ pub(super) fn trust_any_principal(e: &Eval<'_>, out: &mut Vec<(String, String)>)
     for (address, doc) in trust_documents(e) {
         for s in doc.statements.iter().filter(|s| s.allow) {
             let any = s.principals.iter().any(|(_, id)| id == "*");
-            let org = s.condition_keys.iter().any(|k| ORG_KEYS.contains(&k.as_str()));
+            let org = s
+                .condition_keys
+                .iter()
+                .any(|k| ORG_KEYS.contains(&k.as_str()));
             if any && !org {
                 out.push((
                     address.clone(),
-                    "the role's trust policy allows any principal (\"*\") to assume it"
-                        .to_string(),
+                    "the role's trust policy allows any principal (\"*\") to assume it".to_string(),
                 ));
             }
         }

@@ -286,9 +286,10 @@ impl<'a> Eval<'a> {
             plan,
             ctx,
             config,
-            name_pattern: config.name_pattern.as_ref().map(|p| {
-                regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| e.to_string())
-            }),
+            name_pattern: config
+                .name_pattern
+                .as_ref()
+                .map(|p| regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| e.to_string())),
             own_accounts,
         }
     }
@@ -410,7 +411,9 @@ fn arn_account(arn: &str) -> Option<&str> {
 
 /// The elements of a block list (`[]` when absent or not a list).
 fn blocks(v: Option<&Value>) -> &[Value] {
-    v.and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 fn is_true(v: Option<&Value>) -> bool {

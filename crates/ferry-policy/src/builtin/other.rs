@@ -41,11 +41,10 @@ pub(super) fn cloudtrail_present(e: &Eval<'_>, out: &mut Vec<(String, String)>) 
     if !e.config.require_cloudtrail || e.plan.has_live_type("aws_cloudtrail") {
         return;
     }
-    let manages_aws = e
-        .plan
-        .resources()
-        .iter()
-        .any(|r| r.mode == Mode::Managed && r.action.is_change() && r.r#type.starts_with("aws_"));
+    let manages_aws =
+        e.plan.resources().iter().any(|r| {
+            r.mode == Mode::Managed && r.action.is_change() && r.r#type.starts_with("aws_")
+        });
     if manages_aws {
         out.push((
             PLAN_ADDRESS.to_string(),
@@ -57,8 +56,13 @@ pub(super) fn cloudtrail_present(e: &Eval<'_>, out: &mut Vec<(String, String)>) 
 pub(super) fn cloudtrail_multi_region(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
     for i in e.changed(&["aws_cloudtrail"]) {
         let r = e.res(i);
-        if r.bool(&["is_multi_region_trail"]) != Some(true) && !r.unknown(&["is_multi_region_trail"]) {
-            out.push((r.address.clone(), "the trail records one region only".to_string()));
+        if r.bool(&["is_multi_region_trail"]) != Some(true)
+            && !r.unknown(&["is_multi_region_trail"])
+        {
+            out.push((
+                r.address.clone(),
+                "the trail records one region only".to_string(),
+            ));
         }
     }
 }
@@ -68,10 +72,7 @@ pub(super) fn cloudtrail_validation(e: &Eval<'_>, out: &mut Vec<(String, String)
         let r = e.res(i);
         let path = ["enable_log_file_validation"];
         if r.bool(&path) != Some(true) && !r.unknown(&path) {
-            out.push((
-                r.address.clone(),
-                "log file validation is off".to_string(),
-            ));
+            out.push((r.address.clone(), "log file validation is off".to_string()));
         }
     }
 }
@@ -89,14 +90,38 @@ pub(super) fn vpc_flow_logs(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
 }
 
 static SECRET_WORDS: &[&str] = &[
-    "password", "passwd", "pwd", "secret", "token", "key", "apikey", "credential",
-    "credentials", "passphrase", "privatekey",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "apikey",
+    "credential",
+    "credentials",
+    "passphrase",
+    "privatekey",
 ];
 
 /// Last words that make a name describe a secret rather than hold one (`DB_PASSWORD_ARN`).
 static REFERENCE_WORDS: &[&str] = &[
-    "id", "arn", "name", "path", "file", "url", "uri", "region", "endpoint", "header", "param",
-    "parameter", "type", "length", "ttl", "expiry", "prefix",
+    "id",
+    "arn",
+    "name",
+    "path",
+    "file",
+    "url",
+    "uri",
+    "region",
+    "endpoint",
+    "header",
+    "param",
+    "parameter",
+    "type",
+    "length",
+    "ttl",
+    "expiry",
+    "prefix",
 ];
 
 static ACCESS_KEY: LazyLock<Regex> =
@@ -140,7 +165,10 @@ fn credential_reason(name: &str, value: &str) -> Option<&'static str> {
         return None;
     }
     let words = name_words(name);
-    if words.last().is_some_and(|w| REFERENCE_WORDS.contains(&w.as_str())) {
+    if words
+        .last()
+        .is_some_and(|w| REFERENCE_WORDS.contains(&w.as_str()))
+    {
         return None;
     }
     words
@@ -161,7 +189,10 @@ pub(super) fn plaintext_env_secrets(e: &Eval<'_>, out: &mut Vec<(String, String)
     for i in e.changed(&["aws_codebuild_project"]) {
         let r = e.res(i);
         for var in blocks(r.get(&["environment", "0", "environment_variable"])) {
-            let ty = var.get("type").and_then(Value::as_str).unwrap_or("PLAINTEXT");
+            let ty = var
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("PLAINTEXT");
             if ty != "PLAINTEXT" {
                 continue;
             }
@@ -207,7 +238,10 @@ pub(super) fn plaintext_env_secrets(e: &Eval<'_>, out: &mut Vec<(String, String)
 
 const DB_PASSWORDS: &[(&str, &[&str])] = &[
     ("aws_db_instance", &["password", "password_wo"]),
-    ("aws_rds_cluster", &["master_password", "master_password_wo"]),
+    (
+        "aws_rds_cluster",
+        &["master_password", "master_password_wo"],
+    ),
     ("aws_docdb_cluster", &["master_password"]),
     ("aws_redshift_cluster", &["master_password"]),
     ("aws_neptune_cluster", &["master_password"]),
@@ -219,10 +253,7 @@ pub(super) fn literal_db_password(e: &Eval<'_>, out: &mut Vec<(String, String)>)
         for i in e.plan.changed_of_type(ty) {
             let r = e.res(i);
             for attr in *attrs {
-                let literal = e
-                    .plan
-                    .constant(r, &[attr])
-                    .is_some_and(|v| !v.is_null());
+                let literal = e.plan.constant(r, &[attr]).is_some_and(|v| !v.is_null());
                 if literal {
                     out.push((
                         r.address.clone(),
@@ -290,7 +321,14 @@ pub(super) fn open_ingress(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
             let mut cidrs = strs(rule.get("cidr_blocks"));
             cidrs.extend(strs(rule.get("ipv6_cidr_blocks")));
             let protocol = rule.get("protocol").and_then(Value::as_str).unwrap_or("-1");
-            ingress_finding(&r.address, &cidrs, protocol, port(rule, "from_port"), port(rule, "to_port"), out);
+            ingress_finding(
+                &r.address,
+                &cidrs,
+                protocol,
+                port(rule, "from_port"),
+                port(rule, "to_port"),
+                out,
+            );
         }
     }
     for i in e.changed(&["aws_security_group_rule"]) {
@@ -301,7 +339,14 @@ pub(super) fn open_ingress(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
         let mut cidrs = strs(r.get(&["cidr_blocks"]));
         cidrs.extend(strs(r.get(&["ipv6_cidr_blocks"])));
         let protocol = r.str(&["protocol"]).unwrap_or("-1");
-        ingress_finding(&r.address, &cidrs, protocol, port(&r.values, "from_port"), port(&r.values, "to_port"), out);
+        ingress_finding(
+            &r.address,
+            &cidrs,
+            protocol,
+            port(&r.values, "from_port"),
+            port(&r.values, "to_port"),
+            out,
+        );
     }
     for i in e.changed(&["aws_vpc_security_group_ingress_rule"]) {
         let r = e.res(i);
@@ -310,17 +355,36 @@ pub(super) fn open_ingress(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
             .flatten()
             .collect();
         let protocol = r.str(&["ip_protocol"]).unwrap_or("-1");
-        ingress_finding(&r.address, &cidrs, protocol, port(&r.values, "from_port"), port(&r.values, "to_port"), out);
+        ingress_finding(
+            &r.address,
+            &cidrs,
+            protocol,
+            port(&r.values, "from_port"),
+            port(&r.values, "to_port"),
+            out,
+        );
     }
 }
 
 pub(super) fn lb_waf(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
     for ty in ["aws_lb", "aws_alb"] {
-        let waf = e.incoming(ty, "aws_wafv2_web_acl_association", &["resource_arn"], &["arn", "id"]);
-        let regional = e.incoming(ty, "aws_wafregional_web_acl_association", &["resource_arn"], &["arn", "id"]);
+        let waf = e.incoming(
+            ty,
+            "aws_wafv2_web_acl_association",
+            &["resource_arn"],
+            &["arn", "id"],
+        );
+        let regional = e.incoming(
+            ty,
+            "aws_wafregional_web_acl_association",
+            &["resource_arn"],
+            &["arn", "id"],
+        );
         for i in e.judged(ty, &waf) {
             let r = e.res(i);
-            let application = r.str(&["load_balancer_type"]).is_none_or(|t| t == "application");
+            let application = r
+                .str(&["load_balancer_type"])
+                .is_none_or(|t| t == "application");
             if !application || is_true(r.get(&["internal"])) {
                 continue;
             }
@@ -367,7 +431,12 @@ pub(super) fn ecr_scan(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
 }
 
 pub(super) fn ecr_lifecycle(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
-    let policies = e.incoming("aws_ecr_repository", "aws_ecr_lifecycle_policy", &["repository"], &["name", "id"]);
+    let policies = e.incoming(
+        "aws_ecr_repository",
+        "aws_ecr_lifecycle_policy",
+        &["repository"],
+        &["name", "id"],
+    );
     for i in e.judged("aws_ecr_repository", &policies) {
         if policies.of(i).is_empty() {
             out.push((
@@ -439,13 +508,19 @@ pub(super) fn single_az(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
             zones(e, i, &["vpc_zone_identifier"])
         };
         if count == Some(1) {
-            out.push((r.address.clone(), "the group's instances all run in one availability zone".to_string()));
+            out.push((
+                r.address.clone(),
+                "the group's instances all run in one availability zone".to_string(),
+            ));
         }
     }
     for i in e.changed(&["aws_ecs_service"]) {
         let r = e.res(i);
         if zones(e, i, &["network_configuration", "0", "subnets"]) == Some(1) {
-            out.push((r.address.clone(), "the service's tasks all run in one availability zone".to_string()));
+            out.push((
+                r.address.clone(),
+                "the service's tasks all run in one availability zone".to_string(),
+            ));
         }
     }
 }
@@ -456,8 +531,14 @@ pub(super) fn kms_rotation(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
         let symmetric = r
             .str(&["customer_master_key_spec"])
             .is_none_or(|s| s == "SYMMETRIC_DEFAULT");
-        if symmetric && r.bool(&["enable_key_rotation"]) != Some(true) && !r.unknown(&["enable_key_rotation"]) {
-            out.push((r.address.clone(), "automatic key rotation is off".to_string()));
+        if symmetric
+            && r.bool(&["enable_key_rotation"]) != Some(true)
+            && !r.unknown(&["enable_key_rotation"])
+        {
+            out.push((
+                r.address.clone(),
+                "automatic key rotation is off".to_string(),
+            ));
         }
     }
 }
@@ -467,7 +548,10 @@ pub(super) fn sns_encryption(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
         let r = e.res(i);
         let key = r.str(&["kms_master_key_id"]).unwrap_or("");
         if key.is_empty() && !r.unknown(&["kms_master_key_id"]) {
-            out.push((r.address.clone(), "the topic has no kms_master_key_id".to_string()));
+            out.push((
+                r.address.clone(),
+                "the topic has no kms_master_key_id".to_string(),
+            ));
         }
     }
 }
@@ -477,7 +561,9 @@ fn taggable<'a>(e: &'a Eval<'_>) -> impl Iterator<Item = usize> + 'a {
     e.plan.resources().iter().enumerate().filter_map(|(i, r)| {
         (r.mode == Mode::Managed
             && r.action.is_change()
-            && r.values.as_object().is_some_and(|m| m.contains_key("tags") || m.contains_key("tags_all")))
+            && r.values
+                .as_object()
+                .is_some_and(|m| m.contains_key("tags") || m.contains_key("tags_all")))
         .then_some(i)
     })
 }
@@ -493,11 +579,17 @@ pub(super) fn required_tags(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
             .config
             .required_tags
             .iter()
-            .filter(|t| tags.get(t.as_str()).is_none_or(|v| v.as_str().is_some_and(|s| s.trim().is_empty())))
+            .filter(|t| {
+                tags.get(t.as_str())
+                    .is_none_or(|v| v.as_str().is_some_and(|s| s.trim().is_empty()))
+            })
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            out.push((r.address.clone(), format!("missing required tags: {}", missing.join(", "))));
+            out.push((
+                r.address.clone(),
+                format!("missing required tags: {}", missing.join(", ")),
+            ));
         }
     }
 }
@@ -523,14 +615,25 @@ pub(super) fn environment_tag(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
     }
 }
 
-const NAME_ATTRS: &[&str] = &["name", "bucket", "function_name", "cluster_identifier", "identifier"];
+const NAME_ATTRS: &[&str] = &[
+    "name",
+    "bucket",
+    "function_name",
+    "cluster_identifier",
+    "identifier",
+];
 
 pub(super) fn naming(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
-    let Some(pattern) = &e.name_pattern else { return };
+    let Some(pattern) = &e.name_pattern else {
+        return;
+    };
     let re = match pattern {
         Ok(re) => re,
         Err(msg) => {
-            out.push((PLAN_ADDRESS.to_string(), format!("policy.name_pattern is not a valid regular expression: {msg}")));
+            out.push((
+                PLAN_ADDRESS.to_string(),
+                format!("policy.name_pattern is not a valid regular expression: {msg}"),
+            ));
             return;
         }
     };
@@ -538,11 +641,16 @@ pub(super) fn naming(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
         if r.mode != Mode::Managed || !r.action.is_change() {
             continue;
         }
-        let Some(name) = NAME_ATTRS.iter().find_map(|a| r.str(&[a])) else { continue };
+        let Some(name) = NAME_ATTRS.iter().find_map(|a| r.str(&[a])) else {
+            continue;
+        };
         if !re.is_match(name) {
             out.push((
                 r.address.clone(),
-                format!("name `{name}` does not match the pattern {}", e.config.name_pattern.as_deref().unwrap_or_default()),
+                format!(
+                    "name `{name}` does not match the pattern {}",
+                    e.config.name_pattern.as_deref().unwrap_or_default()
+                ),
             ));
         }
     }
@@ -550,15 +658,37 @@ pub(super) fn naming(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
 
 /// Types whose destruction destroys data.
 const STATEFUL: &[&str] = &[
-    "aws_db_instance", "aws_rds_cluster", "aws_docdb_cluster", "aws_neptune_cluster",
-    "aws_redshift_cluster", "aws_dynamodb_table", "aws_s3_bucket", "aws_kms_key",
-    "aws_efs_file_system", "aws_ebs_volume", "aws_elasticache_cluster",
-    "aws_elasticache_replication_group", "aws_opensearch_domain", "aws_elasticsearch_domain",
-    "aws_backup_vault", "aws_secretsmanager_secret", "aws_kinesis_stream", "aws_sqs_queue",
-    "aws_msk_cluster", "aws_ecr_repository", "aws_cloudwatch_log_group", "aws_fsx_lustre_file_system",
-    "aws_timestream_table", "aws_keyspaces_table", "aws_memorydb_cluster",
-    "google_sql_database_instance", "google_storage_bucket", "google_bigquery_dataset",
-    "azurerm_storage_account", "azurerm_mssql_database", "azurerm_postgresql_flexible_server",
+    "aws_db_instance",
+    "aws_rds_cluster",
+    "aws_docdb_cluster",
+    "aws_neptune_cluster",
+    "aws_redshift_cluster",
+    "aws_dynamodb_table",
+    "aws_s3_bucket",
+    "aws_kms_key",
+    "aws_efs_file_system",
+    "aws_ebs_volume",
+    "aws_elasticache_cluster",
+    "aws_elasticache_replication_group",
+    "aws_opensearch_domain",
+    "aws_elasticsearch_domain",
+    "aws_backup_vault",
+    "aws_secretsmanager_secret",
+    "aws_kinesis_stream",
+    "aws_sqs_queue",
+    "aws_msk_cluster",
+    "aws_ecr_repository",
+    "aws_cloudwatch_log_group",
+    "aws_fsx_lustre_file_system",
+    "aws_timestream_table",
+    "aws_keyspaces_table",
+    "aws_memorydb_cluster",
+    "google_sql_database_instance",
+    "google_storage_bucket",
+    "google_bigquery_dataset",
+    "azurerm_storage_account",
+    "azurerm_mssql_database",
+    "azurerm_postgresql_flexible_server",
 ];
 
 pub(super) fn stateful_destroy(e: &Eval<'_>, out: &mut Vec<(String, String)>) {
@@ -605,9 +735,18 @@ mod tests {
     #[test]
     fn exposure() {
         assert_eq!(exposed("tcp", Some(443), Some(443)), None);
-        assert_eq!(exposed("tcp", Some(22), Some(22)).as_deref(), Some("port 22"));
-        assert_eq!(exposed("tcp", Some(80), Some(443)).as_deref(), Some("ports 80-443"));
-        assert_eq!(exposed("-1", Some(0), Some(0)).as_deref(), Some("all protocols and ports"));
+        assert_eq!(
+            exposed("tcp", Some(22), Some(22)).as_deref(),
+            Some("port 22")
+        );
+        assert_eq!(
+            exposed("tcp", Some(80), Some(443)).as_deref(),
+            Some("ports 80-443")
+        );
+        assert_eq!(
+            exposed("-1", Some(0), Some(0)).as_deref(),
+            Some("all protocols and ports")
+        );
         assert_eq!(exposed("icmp", Some(-1), Some(-1)), None);
     }
 }

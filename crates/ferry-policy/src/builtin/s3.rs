@@ -69,7 +69,14 @@ pub(super) fn customer_managed_key(e: &Eval<'_>, out: &mut Vec<(String, String)>
                     // Unknown at plan time: a customer key when the configuration points at one.
                     let r = e.res(*src);
                     e.plan
-                        .refs(r, &["rule", "apply_server_side_encryption_by_default", "kms_master_key_id"])
+                        .refs(
+                            r,
+                            &[
+                                "rule",
+                                "apply_server_side_encryption_by_default",
+                                "kms_master_key_id",
+                            ],
+                        )
                         .into_iter()
                         .chain(e.plan.refs(
                             r,
@@ -80,7 +87,12 @@ pub(super) fn customer_managed_key(e: &Eval<'_>, out: &mut Vec<(String, String)>
                                 "kms_master_key_id",
                             ],
                         ))
-                        .any(|i| matches!(e.res(i).r#type.as_str(), "aws_kms_key" | "aws_kms_alias" | "aws_kms_replica_key"))
+                        .any(|i| {
+                            matches!(
+                                e.res(i).r#type.as_str(),
+                                "aws_kms_key" | "aws_kms_alias" | "aws_kms_replica_key"
+                            )
+                        })
                 }
             }
         });
@@ -110,7 +122,10 @@ pub(super) fn public_access_block(e: &Eval<'_>, out: &mut Vec<(String, String)>)
         .iter()
         .any(|&i| {
             let r = e.res(i);
-            !r.action.destroys() && FLAGS.iter().all(|f| r.bool(&[f]) == Some(true) || r.unknown(&[f]))
+            !r.action.destroys()
+                && FLAGS
+                    .iter()
+                    .all(|f| r.bool(&[f]) == Some(true) || r.unknown(&[f]))
         });
     if account_wide {
         return;
@@ -120,7 +135,10 @@ pub(super) fn public_access_block(e: &Eval<'_>, out: &mut Vec<(String, String)>)
         let blocks = pab.of(b);
         let address = e.res(b).address.clone();
         if blocks.is_empty() {
-            out.push((address, "bucket has no aws_s3_bucket_public_access_block".to_string()));
+            out.push((
+                address,
+                "bucket has no aws_s3_bucket_public_access_block".to_string(),
+            ));
             continue;
         }
         let off: Vec<&str> = FLAGS
@@ -136,7 +154,10 @@ pub(super) fn public_access_block(e: &Eval<'_>, out: &mut Vec<(String, String)>)
         if !off.is_empty() {
             out.push((
                 address,
-                format!("the bucket's public access block leaves {} off", off.join(", ")),
+                format!(
+                    "the bucket's public access block leaves {} off",
+                    off.join(", ")
+                ),
             ));
         }
     }

@@ -79,7 +79,17 @@ fn custom_rego_rule_blocks_in_prod_and_passes_in_dev() {
     // Prod, the last environment: fail_on medium. The Rego finding (high) blocks.
     let out = ferry(
         root,
-        &["policy", "check", "plan.json", "--env", "prod", "--fail-on", "medium", "--output", "json"],
+        &[
+            "policy",
+            "check",
+            "plan.json",
+            "--env",
+            "prod",
+            "--fail-on",
+            "medium",
+            "--output",
+            "json",
+        ],
         &[],
     );
     assert_eq!(out.code, 1, "{out:?}");
@@ -100,12 +110,23 @@ fn custom_rego_rule_blocks_in_prod_and_passes_in_dev() {
     // Dev, the first environment: fail_on critical. The same finding shows but passes.
     let out = ferry(
         root,
-        &["policy", "check", "plan.json", "--env", "dev", "--fail-on", "critical"],
+        &[
+            "policy",
+            "check",
+            "plan.json",
+            "--env",
+            "dev",
+            "--fail-on",
+            "critical",
+        ],
         &[],
     );
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("ACME-DATA-001"), "{out:?}");
-    assert!(out.stdout.contains("0 blocking at fail_on critical"), "{out:?}");
+    assert!(
+        out.stdout.contains("0 blocking at fail_on critical"),
+        "{out:?}"
+    );
 
     // The policies' own tests.
     let out = ferry(root, &["policy", "test"], &[]);
@@ -122,15 +143,16 @@ fn custom_rego_rule_blocks_in_prod_and_passes_in_dev() {
     let out = ferry(root, &["policy", "test", "policy"], &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stdout.contains("FAIL data.ferry.wrong_test.test_wrong (policy/wrong_test.rego:3)"),
+        out.stdout
+            .contains("FAIL data.ferry.wrong_test.test_wrong (policy/wrong_test.rego:3)"),
         "{out:?}"
     );
 }
 
 #[test]
 fn builtin_pack_on_a_fixture() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../ferry-policy/test_data/rules/FERRY-CHG-001");
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-policy/test_data/rules/FERRY-CHG-001");
     let args = |extra: &[&str]| {
         let mut a = vec!["policy", "check", "fail.json", "--env", "prod"];
         a.extend_from_slice(extra);
@@ -158,15 +180,22 @@ fn bad_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let write = |name: &str, text: &str| std::fs::write(root.join(name), text).unwrap();
-    write("broken.json", "{\n  \"format_version\": \"1.2\",\n  \"resource_changes\": [\n}\n");
+    write(
+        "broken.json",
+        "{\n  \"format_version\": \"1.2\",\n  \"resource_changes\": [\n}\n",
+    );
     let out = ferry(root, &["policy", "check", "broken.json"], &[]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
-        out.stderr.contains("broken.json: invalid plan JSON at line 4, column 1"),
+        out.stderr
+            .contains("broken.json: invalid plan JSON at line 4, column 1"),
         "{out:?}"
     );
 
-    write("future.json", r#"{"format_version": "2.0", "resource_changes": []}"#);
+    write(
+        "future.json",
+        r#"{"format_version": "2.0", "resource_changes": []}"#,
+    );
     let out = ferry(root, &["policy", "check", "future.json"], &[]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
@@ -174,15 +203,26 @@ fn bad_input_exits_2_with_a_clear_message() {
         "{out:?}"
     );
 
-    write("ok.json", r#"{"format_version": "1.2", "resource_changes": []}"#);
+    write(
+        "ok.json",
+        r#"{"format_version": "1.2", "resource_changes": []}"#,
+    );
     std::fs::create_dir(root.join("rules")).unwrap();
     write(
         "rules/bad.rego",
         "package ferry.bad\n\ndeny contains msg if {\n  msg := \n}\n",
     );
-    let out = ferry(root, &["policy", "check", "ok.json", "--policy-dir", "rules"], &[]);
+    let out = ferry(
+        root,
+        &["policy", "check", "ok.json", "--policy-dir", "rules"],
+        &[],
+    );
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("rules/bad.rego:4:7:"), "{out:?}");
-    let out = ferry(root, &["policy", "check", "ok.json", "--fail-on", "severe"], &[]);
+    let out = ferry(
+        root,
+        &["policy", "check", "ok.json", "--fail-on", "severe"],
+        &[],
+    );
     assert_eq!(out.code, 2, "{out:?}");
 }
