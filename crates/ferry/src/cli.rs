@@ -59,6 +59,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             ];
             crate::delivery_cmd::audit_export(&client, &filter, file.as_deref()).await
         }
+        Command::Policy(cmd) => crate::policy_cmd::run(&g, cmd),
         Command::Admin(AdminCmd::Backup { dir }) => crate::admin::backup(&data_dir(&g), &dir).await,
         Command::Admin(AdminCmd::RotateMasterKey) => {
             crate::admin::rotate_master_key(&data_dir(&g)).await
@@ -581,6 +582,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
         Command::Server(_)
         | Command::Validate { .. }
         | Command::Audit(_)
+        | Command::Policy(_)
         | Command::Admin(_)
         | Command::Config(_) => {
             unreachable!("handled locally")

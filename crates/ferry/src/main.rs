@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod config;
 mod delivery_cmd;
+mod policy_cmd;
 mod state_cmd;
 
 use std::path::PathBuf;
@@ -187,6 +188,9 @@ pub enum Command {
     /// Terraform states held by the built-in backend.
     #[command(subcommand)]
     State(state_cmd::StateCmd),
+    /// The policy gate offline: check a plan JSON, run Rego policy tests, list rules.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCmd),

@@ -12,6 +12,7 @@ mod backup;
 mod bad_input;
 mod crash;
 mod promotion;
+mod policy;
 mod quickstart;
 mod shutdown;
 mod state;

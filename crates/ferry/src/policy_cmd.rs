@@ -1,0 +1,228 @@
+//! `ferry policy …`: the policy gate offline. `check` judges a plan JSON file with the
+//! built-in pack and the Rego policies of a directory, exactly as the policy stage would for
+//! one environment; `test` runs the policies' own Rego tests; `rules` lists the built-in
+//! rules. None of them talks to a server.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Subcommand;
+use ferry_policy::rego::TestOutcome;
+use ferry_policy::{builtin, Config, Context, PlanInput, PolicySet, Severity};
+use serde::Serialize;
+
+use crate::{Global, Output};
+
+/// Exit code of a check with blocking findings or of failing policy tests.
+const FAILED: u8 = 1;
+
+/// Where policies live unless `--policy-dir` says otherwise.
+const DEFAULT_POLICY_DIR: &str = "policy";
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Evaluate a plan (`terraform show -json PLANFILE > plan.json`) offline; exit 1 when a
+    /// finding blocks.
+    Check {
+        /// The plan JSON file.
+        plan: PathBuf,
+        /// Environment the plan would deploy to (checked against the Environment tag).
+        #[arg(long)]
+        env: Option<String>,
+        /// Treat the environment as protected (deletes of stateful resources are critical).
+        #[arg(long)]
+        protected: bool,
+        /// Directory of Rego policies (default: ./policy when it exists).
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
+        /// Lowest blocking severity: info, low, medium, high or critical.
+        #[arg(long, default_value = "high")]
+        fail_on: Severity,
+    },
+    /// Run the Rego tests (rules named test_*) of a policy directory.
+    Test {
+        /// The directory (default: ./policy).
+        dir: Option<PathBuf>,
+    },
+    /// List the built-in rules.
+    Rules,
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+pub(crate) fn run(g: &Global, cmd: PolicyCmd) -> Result<ExitCode> {
+    match cmd {
+        PolicyCmd::Check {
+            plan,
+            env,
+            protected,
+            policy_dir,
+            fail_on,
+        } => check(g, &plan, env, protected, policy_dir, fail_on),
+        PolicyCmd::Test { dir } => test(g, dir.as_deref()),
+        PolicyCmd::Rules => rules(g),
+    }
+}
+
+fn load_policies(dir: Option<PathBuf>) -> Result<Option<PolicySet>> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None if Path::new(DEFAULT_POLICY_DIR).is_dir() => PathBuf::from(DEFAULT_POLICY_DIR),
+        None => return Ok(None),
+    };
+    let files = ferry_policy::rego::read_policy_dir(&dir)?;
+    // Name files as the user sees them, so errors read `policy/s3.rego:4:7`.
+    let files: Vec<(String, String)> = files
+        .into_iter()
+        .map(|(p, t)| (dir.join(p).display().to_string(), t))
+        .collect();
+    Ok(Some(PolicySet::from_sources(&files)?))
+}
+
+fn check(
+    g: &Global,
+    path: &Path,
+    env: Option<String>,
+    protected: bool,
+    policy_dir: Option<PathBuf>,
+    fail_on: Severity,
+) -> Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let plan = PlanInput::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+    let policies = load_policies(policy_dir)?;
+    let environment = env.unwrap_or_default();
+    let ctx = Context {
+        environment: environment.clone(),
+        protected,
+        actor: "ferry policy check".to_string(),
+        ..Context::default()
+    };
+    let mut findings = builtin::evaluate(&plan, &ctx, &Config::default());
+    if let Some(set) = &policies {
+        findings.extend(set.evaluate(&plan, &ctx)?);
+    }
+    let report = ferry_policy::blocking(
+        findings,
+        fail_on,
+        &[],
+        &plan,
+        &environment,
+        chrono::Utc::now(),
+    );
+    if g.output == Output::Json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        for e in &report.entries {
+            let f = &e.finding;
+            out!(
+                "{}{:<8} {:<14} {}: {}",
+                if e.blocking { "BLOCK " } else { "      " },
+                f.severity,
+                f.rule,
+                f.address,
+                f.message
+            );
+            if !f.remediation.is_empty() {
+                out!("{:29}fix: {}", "", f.remediation);
+            }
+        }
+        let blocking = report.blocking().count();
+        out!(
+            "{} finding(s), {} blocking at fail_on {}{}",
+            report.entries.len(),
+            blocking,
+            fail_on,
+            policies
+                .as_ref()
+                .map(|p| format!(" ({} policy file(s))", p.files().len()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(if report.blocked() {
+        ExitCode::from(FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn test(g: &Global, dir: Option<&Path>) -> Result<ExitCode> {
+    let dir = dir.unwrap_or(Path::new(DEFAULT_POLICY_DIR));
+    let files = ferry_policy::rego::read_policy_dir(dir)?;
+    let files: Vec<(String, String)> = files
+        .into_iter()
+        .map(|(p, t)| (dir.join(p).display().to_string(), t))
+        .collect();
+    let report = ferry_policy::run_rego_tests(&files)?;
+    if g.output == Output::Json {
+        #[derive(Serialize)]
+        struct Summary<'a> {
+            passed: usize,
+            failed: usize,
+            #[serde(flatten)]
+            report: &'a ferry_policy::TestReport,
+        }
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(
+            &mut out,
+            &Summary {
+                passed: report.passed(),
+                failed: report.failed(),
+                report: &report,
+            },
+        )?;
+        writeln!(out)?;
+    } else {
+        for r in &report.results {
+            let name = format!("data.{}.{}", r.package, r.name);
+            match &r.outcome {
+                TestOutcome::Pass => out!("PASS {name} ({:.1} ms)", r.duration_ms),
+                TestOutcome::Fail { reason } => {
+                    out!("FAIL {name} ({}:{}): {reason}", r.file, r.line)
+                }
+                TestOutcome::Error { message } => {
+                    out!("ERROR {name} ({}:{}): {message}", r.file, r.line)
+                }
+            }
+        }
+        if report.results.is_empty() {
+            out!("no test rules (test_*) in {}", dir.display());
+        } else {
+            out!(
+                "policy tests: {} passed, {} failed",
+                report.passed(),
+                report.failed()
+            );
+        }
+    }
+    Ok(if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
+}
+
+fn rules(g: &Global) -> Result<ExitCode> {
+    let rules: Vec<_> = builtin::rules().collect();
+    if g.output == Output::Json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &rules)?;
+        writeln!(out)?;
+    } else {
+        for r in rules {
+            let sev = match r.protected_severity {
+                Some(p) => format!("{}/{p}", r.severity),
+                None => r.severity.to_string(),
+            };
+            out!("{:<14} {:<16} {}", r.id, sev, r.title);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
