@@ -137,3 +137,64 @@ fn guardrails_doc_describes_every_rule_with_its_severity() {
         missing.join("\n")
     );
 }
+
+/// Replaces every `every`-th node (from `offset`) of a plan with a value of another shape.
+fn mangle(v: &mut Value, counter: &mut usize, offset: usize, every: usize) {
+    *counter += 1;
+    if (*counter + offset) % every == 0 {
+        let replacements = [
+            Value::Null,
+            Value::from(7),
+            Value::from("x"),
+            Value::Array(vec![]),
+            serde_json::json!({}),
+            Value::Bool(true),
+        ];
+        *v = replacements[*counter % replacements.len()].clone();
+        return;
+    }
+    match v {
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|c| mangle(c, counter, offset, every)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|c| mangle(c, counter, offset, every)),
+        _ => {}
+    }
+}
+
+/// Plans of the right format but with values of unexpected shapes anywhere must give
+/// findings or errors, never a panic.
+#[test]
+fn odd_shapes_never_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/rules");
+    let ctx = Context {
+        environment: "prod".into(),
+        protected: true,
+        ..Context::default()
+    };
+    let config = Config {
+        name_pattern: Some("acme-.*".into()),
+        require_customer_managed_keys: ferry_policy::Requirement::Always,
+        ..Config::default()
+    };
+    let mut runs = 0;
+    for rule in builtin::rules() {
+        for file in ["fail.json", "pass.json"] {
+            let text = std::fs::read_to_string(root.join(rule.id).join(file)).unwrap();
+            let original: Value = serde_json::from_str(&text).unwrap();
+            for every in [3, 5, 11] {
+                for offset in 0..every {
+                    let mut doc = original.clone();
+                    mangle(&mut doc, &mut 0, offset, every);
+                    if let Ok(plan) = PlanInput::from_value(doc) {
+                        builtin::evaluate(&plan, &ctx, &config);
+                        runs += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(runs > 100, "only {runs} mangled plans parsed");
+}
