@@ -141,7 +141,7 @@ fn guardrails_doc_describes_every_rule_with_its_severity() {
 /// Replaces every `every`-th node (from `offset`) of a plan with a value of another shape.
 fn mangle(v: &mut Value, counter: &mut usize, offset: usize, every: usize) {
     *counter += 1;
-    if (*counter + offset) % every == 0 {
+    if (*counter + offset).is_multiple_of(every) {
         let replacements = [
             Value::Null,
             Value::from(7),
