@@ -107,3 +107,16 @@ pub enum PolicyError {
     #[error("reading {path}: {message}")]
     Io { path: String, message: String },
 }
+
+#[cfg(test)]
+mod tests {
+    /// The engine evaluates on a blocking thread and may share loaded policies between runs.
+    #[test]
+    fn types_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::PolicySet>();
+        send_sync::<super::PlanInput>();
+        send_sync::<super::Report>();
+        send_sync::<super::PolicyError>();
+    }
+}
