@@ -494,8 +494,22 @@ impl PlanInput {
     /// reference to a counted resource picks the instance with the referrer's own index, or
     /// all of them when the referrer has none.
     pub fn refs(&self, res: &Resource, path: &[&str]) -> Vec<usize> {
+        let strings = self.reference_strings(res, path);
+        // Terraform lists `x.b[1].id`, `x.b[1]` and `x.b` for one reference to `x.b[1]`:
+        // the bare name must not widen it to every instance.
+        let indexed: Vec<String> = strings
+            .iter()
+            .filter_map(|r| parse_reference(r))
+            .filter(|(_, index)| matches!(index, RefIndex::Literal(_)))
+            .map(|(local, _)| local)
+            .collect();
         let mut out = Vec::new();
-        for r in self.reference_strings(res, path) {
+        for r in strings {
+            if parse_reference(&r)
+                .is_some_and(|(local, index)| index == RefIndex::None && indexed.contains(&local))
+            {
+                continue;
+            }
             for i in self.resolve_reference(res, &r) {
                 if !out.contains(&i) {
                     out.push(i);

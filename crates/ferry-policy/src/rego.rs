@@ -745,6 +745,13 @@ warn contains "prod deploys are watched" if input.context.environment == "prod"
             err.to_string(),
             "d.rego:3: function `ferry.d.f` calls itself (recursion is not allowed in Rego)"
         );
+        // Rules that depend on themselves load, and fail cleanly at evaluation.
+        let cycle = "package ferry.cycle\n\na if b\n\nb if a\n\ndeny contains \"x\" if a\n";
+        let err = PolicySet::from_sources(&files(&[("cycle.rego", cycle)]))
+            .unwrap()
+            .evaluate(&plan(), &Context::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("recursion detected"), "{err}");
         // Non-recursive calls across packages load fine.
         let fine = "package ferry.fine\n\nimport data.ferry.lib2\n\nf(x) := lib2.g(x) + 1\n";
         let lib2 = "package ferry.lib2\n\ng(x) := x * 2\n";

@@ -137,3 +137,130 @@ fn guardrails_doc_describes_every_rule_with_its_severity() {
         missing.join("\n")
     );
 }
+
+/// Replaces every `every`-th node (from `offset`) of a plan with a value of another shape.
+fn mangle(v: &mut Value, counter: &mut usize, offset: usize, every: usize) {
+    *counter += 1;
+    if (*counter + offset).is_multiple_of(every) {
+        let replacements = [
+            Value::Null,
+            Value::from(7),
+            Value::from("x"),
+            Value::Array(vec![]),
+            serde_json::json!({}),
+            Value::Bool(true),
+        ];
+        *v = replacements[*counter % replacements.len()].clone();
+        return;
+    }
+    match v {
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|c| mangle(c, counter, offset, every)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|c| mangle(c, counter, offset, every)),
+        _ => {}
+    }
+}
+
+/// Plans of the right format but with values of unexpected shapes anywhere must give
+/// findings or errors, never a panic.
+#[test]
+fn odd_shapes_never_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/rules");
+    let ctx = Context {
+        environment: "prod".into(),
+        protected: true,
+        ..Context::default()
+    };
+    let config = Config {
+        name_pattern: Some("acme-.*".into()),
+        require_customer_managed_keys: ferry_policy::Requirement::Always,
+        ..Config::default()
+    };
+    let mut runs = 0;
+    for rule in builtin::rules() {
+        for file in ["fail.json", "pass.json"] {
+            let text = std::fs::read_to_string(root.join(rule.id).join(file)).unwrap();
+            let original: Value = serde_json::from_str(&text).unwrap();
+            for every in [3, 5, 11] {
+                for offset in 0..every {
+                    let mut doc = original.clone();
+                    mangle(&mut doc, &mut 0, offset, every);
+                    if let Ok(plan) = PlanInput::from_value(doc) {
+                        builtin::evaluate(&plan, &ctx, &config);
+                        runs += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(runs > 100, "only {runs} mangled plans parsed");
+}
+
+/// The one-call stage API: built-in pack, Rego, policy-change flag, waivers and fail_on.
+#[test]
+fn stage_check_combines_everything() {
+    use chrono::{Duration, TimeZone, Utc};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/rules/FERRY-S3-001");
+    let plan_json = std::fs::read(root.join("fail.json")).unwrap();
+    let policies = ferry_policy::PolicySet::from_sources(&[(
+        "policy/prod.rego".to_string(),
+        "package ferry.prod\n\ndeny contains {\"rule\": \"ferry.prod\", \"severity\": \"critical\", \"message\": \"no buckets on fridays\", \"address\": \"aws_s3_bucket.data\"} if input.context.environment == \"prod\"\n".to_string(),
+    )])
+    .unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap();
+    let ctx = Context {
+        environment: "prod".into(),
+        actor: "alice".into(),
+        ..Context::default()
+    };
+    let waiver = ferry_policy::Waiver {
+        rule: "FERRY-S3-001".into(),
+        address: "aws_s3_bucket.data".into(),
+        environment: "prod".into(),
+        resource_type: Some("aws_s3_bucket".into()),
+        reason: "encrypted by bucket default".into(),
+        expires_at: now + Duration::days(3),
+        created_by: "bob".into(),
+    };
+    let config = Config::default();
+    let input = ferry_policy::StageInput {
+        plan_json: &plan_json,
+        context: &ctx,
+        config: &config,
+        policies: Some(&policies),
+        changed_paths: &["main.tf", "policy/prod.rego"],
+        policy_dir: "policy",
+        fail_on: Severity::High,
+        waivers: std::slice::from_ref(&waiver),
+        now,
+    };
+    let report = ferry_policy::check(&input).unwrap();
+    let blocking: Vec<(&str, &str)> = report
+        .blocking()
+        .map(|f| (f.rule.as_str(), f.address.as_str()))
+        .collect();
+    assert_eq!(
+        blocking,
+        [
+            ("ferry.prod", "aws_s3_bucket.data"),
+            ("FERRY-POLICY-001", "(configuration)"),
+            ("FERRY-S3-003", "aws_s3_bucket.data"),
+            ("FERRY-S3-003", "aws_s3_bucket.other"),
+        ]
+    );
+    let waived: Vec<&str> = report
+        .entries
+        .iter()
+        .filter(|e| e.waiver.is_some())
+        .map(|e| e.finding.rule.as_str())
+        .collect();
+    assert_eq!(waived, ["FERRY-S3-001"]);
+    let bad = ferry_policy::StageInput {
+        plan_json: b"{",
+        ..input
+    };
+    assert!(ferry_policy::check(&bad).is_err());
+}

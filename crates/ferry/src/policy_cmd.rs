@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use ferry_policy::rego::TestOutcome;
-use ferry_policy::{builtin, Config, Context, PlanInput, PolicySet, Severity};
+use ferry_policy::{builtin, Config, Context, PolicySet, Severity, StageInput};
 use serde::Serialize;
 
 use crate::{Global, Output};
@@ -94,27 +94,29 @@ fn check(
     fail_on: Severity,
 ) -> Result<ExitCode> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let plan = PlanInput::parse(&bytes).with_context(|| format!("{}", path.display()))?;
     let policies = load_policies(policy_dir)?;
     let environment = env.unwrap_or_default();
     let ctx = Context {
-        environment: environment.clone(),
+        environment,
         protected,
         actor: "ferry policy check".to_string(),
         ..Context::default()
     };
-    let mut findings = builtin::evaluate(&plan, &ctx, &Config::default());
-    if let Some(set) = &policies {
-        findings.extend(set.evaluate(&plan, &ctx)?);
-    }
-    let report = ferry_policy::blocking(
-        findings,
+    let config = Config::default();
+    // The same call the policy stage makes; offline there is no commit, so no changed
+    // paths, and no stored waivers.
+    let report = ferry_policy::check(&StageInput {
+        plan_json: &bytes,
+        context: &ctx,
+        config: &config,
+        policies: policies.as_ref(),
+        changed_paths: &[],
+        policy_dir: DEFAULT_POLICY_DIR,
         fail_on,
-        &[],
-        &plan,
-        &environment,
-        chrono::Utc::now(),
-    );
+        waivers: &[],
+        now: chrono::Utc::now(),
+    })
+    .with_context(|| format!("{}", path.display()))?;
     if g.output == Output::Json {
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &report)?;

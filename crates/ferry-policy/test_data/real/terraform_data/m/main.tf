@@ -1,0 +1,7 @@
+resource "terraform_data" "x" {
+  input = "x"
+}
+
+resource "terraform_data" "y" {
+  input = terraform_data.x.id
+}
