@@ -13,6 +13,7 @@
 
 mod driver;
 pub mod git;
+pub mod secrets;
 pub mod stages;
 pub mod state;
 pub mod terraform;
