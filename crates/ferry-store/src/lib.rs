@@ -21,6 +21,7 @@ mod states;
 
 pub use audit::AuditEntry;
 mod runs;
+pub mod secrets;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use backup::{Reencrypted, StoredVersion};
 pub use ferry_core::Actor;
 pub use keyring::keyring_key_id;
 pub use model::*;
+pub use secrets::{Resolved, Scope, SecretKind, SecretMeta, SecretName};
 pub use state_ops::{PrunedVersions, StateListing, VersionInfo};
 pub use states::{NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome};
 
@@ -49,6 +51,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Denied(String),
+    /// Input the caller should have refused (a value too short for a secret, …).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     InvalidTransition(#[from] ferry_core::InvalidTransition),
     #[error("database error: {0}")]
