@@ -4,6 +4,7 @@
 pub(crate) mod logs;
 pub(crate) mod projects;
 pub(crate) mod runs;
+pub(crate) mod secrets;
 pub(crate) mod states;
 pub(crate) mod system;
 pub(crate) mod tokens;
@@ -23,6 +24,8 @@ use utoipa::{Modify, OpenApi};
         states::states_list, states::state_show, states::state_versions, states::state_raw, states::state_diff,
         states::state_lock_info, states::state_unlock, states::state_rollback, states::state_push,
         states::state_delete, states::state_retention,
+        secrets::secrets_list, secrets::secrets_set, secrets::secrets_delete,
+        secrets::params_list, secrets::params_get, secrets::params_set, secrets::params_delete,
     ),
     components(schemas(
         ferry_api::ErrorBody, ferry_api::Health, ferry_api::Whoami, ferry_api::ProjectCreate, ferry_api::Project,
@@ -32,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         ferry_api::EnvironmentQueue, ferry_api::TokenCreate, ferry_api::Token, ferry_api::TokenCreated,
         ferry_api::StateLock, ferry_api::StateVersion, ferry_api::StateSummary, ferry_api::StateResource,
         ferry_api::StateDetail, ferry_api::StateDiff, ferry_api::StateRollback, ferry_api::StateRetention,
+        ferry_api::SecretInfo, ferry_api::SecretSet, ferry_api::ParamValue,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
