@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod config;
+mod secret_cmd;
 mod state_cmd;
 
 use std::path::PathBuf;
@@ -106,6 +107,12 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Secrets: write-only values for runs (set, list, rm).
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCmd),
+    /// Parameters: readable configuration values for runs (set, get, list, rm).
+    #[command(subcommand)]
+    Param(secret_cmd::ParamCmd),
     /// Terraform states held by the built-in backend.
     #[command(subcommand)]
     State(state_cmd::StateCmd),
@@ -178,7 +185,7 @@ pub enum AdminCmd {
     Backup { dir: PathBuf },
     /// Restore a backup into the (empty) data dir and verify its audit chain and state versions.
     Restore { dir: PathBuf },
-    /// Re-encrypt every state version under a new master key (server stopped; audited).
+    /// Re-encrypt every state version, secret and parameter under a new master key (server stopped; audited).
     RotateMasterKey,
 }
 

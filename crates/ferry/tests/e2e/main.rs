@@ -12,6 +12,7 @@ mod backup;
 mod bad_input;
 mod crash;
 mod quickstart;
+mod secrets;
 mod shutdown;
 mod state;
 mod state_crash;
