@@ -90,8 +90,10 @@ pub enum Error {
         path: String,
         diagnostics: Vec<String>,
     },
-    #[error("secret `{name}` is not defined (referenced by {path}; the secret store is not available yet)")]
-    MissingSecret { name: String, path: String },
+    /// A secret or parameter the pipeline references has no value in any scope the run
+    /// may use; `message` names it and the scopes searched.
+    #[error("{message}")]
+    MissingSecret { message: String },
     #[error(transparent)]
     Terraform(#[from] terraform::BinaryError),
     #[error("the server is shutting down")]
@@ -368,11 +370,10 @@ impl Engine {
                 diagnostics: lowered.errors().map(ToString::to_string).collect(),
             });
         };
-        if let Some(secret) = spec.secrets.first() {
-            return Err(Error::MissingSecret {
-                name: secret.name.clone(),
-                path,
-            });
+        if let Err(message) =
+            secrets::resolve(self, &spec, &path, &project.name, project.id, &git_ref).await?
+        {
+            return Err(Error::MissingSecret { message });
         }
         terraform::check_binary(
             &spec.terraform,

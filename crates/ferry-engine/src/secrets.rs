@@ -1,17 +1,23 @@
-//! Secrets in runs: the adapter that puts `ferry-secrets`' streaming masker
-//! into the executor's output path, and the secret administration calls that need
-//! the engine's master key.
+//! Secrets in runs: resolving a run's secrets and parameters (narrowest scope first; none
+//! of environment scope for a branch the pipeline does not deploy), handing them to each
+//! action as variables or 0600 files (per stage), recording which versions were used, and
+//! the adapter that puts `ferry-secrets`' streaming masker into the executor's output path.
+//! Also the secret administration calls that need the engine's master key.
 //!
 //! `ferry-secrets` knows nothing of the executor and the executor knows
 //! nothing of secrets (ARCHITECTURE.md); the engine, which depends on both,
 //! joins them here.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_executor::OutputFilter;
 use ferry_core::Actor;
+use ferry_executor::OutputFilter;
 use ferry_secrets::{MaskStream, Masker, Plaintext};
-use ferry_store::{Scope, SecretKind, SecretMeta, SecretName};
+use ferry_spec::{PipelineSpec, SecretRef, SecretTarget};
+use ferry_store::{Resolved, Scope, SecretKind, SecretMeta, SecretName};
+use zeroize::Zeroize as _;
 
 use crate::{Engine, Result};
 
@@ -71,4 +77,231 @@ impl Engine {
             .param_value(self.master_key(), scope, name)
             .await?)
     }
+}
+
+/// Whether `git_ref` is a branch the pipeline deploys: `source.branches` is empty (any) or
+/// one of its names or globs matches. Runs of other refs get no environment-scoped values.
+pub fn deploys(spec: &PipelineSpec, git_ref: &str) -> bool {
+    spec.source.branches.is_empty() || matches_any(&spec.source.branches, git_ref)
+}
+
+/// Branch globs as in `source.branches`: `*` stays within one path segment; an invalid
+/// glob matches only itself.
+fn matches_any(patterns: &[String], git_ref: &str) -> bool {
+    let branch = git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref);
+    patterns.iter().any(|p| {
+        globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map(|g| g.compile_matcher().is_match(branch))
+            .unwrap_or(p == branch)
+    })
+}
+
+/// One reference of the pipeline bound to the value it resolved to.
+struct Bound {
+    reference: SecretRef,
+    resolved: Resolved,
+}
+
+/// The secrets and parameters of one run, resolved when its driver starts (and checked when
+/// it is triggered). Holds the values in memory, zeroized on drop, for the run's lifetime.
+pub(crate) struct RunSecrets {
+    // Invariant: masks every secret value in `envs` and every Ferry token.
+    masker: Arc<Masker>,
+    envs: HashMap<String, Vec<Bound>>,
+}
+
+impl RunSecrets {
+    /// Masks every secret value of the run and any Ferry token.
+    pub(crate) fn masker(&self) -> &Arc<Masker> {
+        &self.masker
+    }
+
+    /// Adds to `env` what an action of `stage` in `environment` receives: variables, and
+    /// files written (0600) into a fresh directory `FERRY_SECRETS_DIR` under `scratch`,
+    /// removed when the returned guard drops. Records each value's first use by the run.
+    pub(crate) async fn apply(
+        &self,
+        engine: &Engine,
+        run_id: i64,
+        environment: &str,
+        stage: &str,
+        scratch: &Path,
+        env: &mut Vec<(String, String)>,
+    ) -> Result<SecretFiles> {
+        let mut files = SecretFiles(None);
+        let mut used = Vec::new();
+        for bound in self.envs.get(environment).into_iter().flatten() {
+            if !bound.reference.applies_to_stage(stage) {
+                continue;
+            }
+            let value = bound.resolved.value.expose();
+            match &bound.reference.target {
+                SecretTarget::Env(var) => {
+                    env.push((var.clone(), String::from_utf8_lossy(value).into_owned()));
+                }
+                SecretTarget::File(rel) => {
+                    let dir = match &files.0 {
+                        Some(dir) => dir.clone(),
+                        None => {
+                            let dir = new_private_dir(scratch)?;
+                            env.push((
+                                "FERRY_SECRETS_DIR".to_owned(),
+                                dir.to_string_lossy().into_owned(),
+                            ));
+                            files.0 = Some(dir.clone());
+                            dir
+                        }
+                    };
+                    write_private_file(&dir.join(rel), value)?;
+                }
+            }
+            used.push(&bound.resolved);
+        }
+        engine
+            .store()
+            .record_secret_use(&Actor::system("engine"), run_id, &used)
+            .await?;
+        Ok(files)
+    }
+}
+
+/// A per-action directory of secret files, removed (best effort) when dropped.
+pub(crate) struct SecretFiles(Option<PathBuf>);
+
+impl Drop for SecretFiles {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn new_private_dir(scratch: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::create_dir_all(scratch)?;
+    for n in 0u32.. {
+        let dir = scratch.join(format!("secrets-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("u32 range exhausted")
+}
+
+fn write_private_file(path: &Path, value: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(value)?;
+    Ok(())
+}
+
+/// Resolves every secret and parameter the run's actions may receive, in every environment
+/// of `spec`. `Ok(Err(reason))` names the first missing reference and its scopes: the run
+/// must not start.
+pub(crate) async fn resolve(
+    engine: &Engine,
+    spec: &PipelineSpec,
+    pipeline_path: &str,
+    project: &str,
+    project_id: i64,
+    git_ref: &str,
+) -> Result<std::result::Result<RunSecrets, String>> {
+    let deploys = deploys(spec, git_ref);
+    let refs: Vec<(SecretKind, &SecretRef)> = spec
+        .secrets
+        .iter()
+        .map(|r| (SecretKind::Secret, r))
+        .chain(spec.params.iter().map(|r| (SecretKind::Param, r)))
+        .filter(|(_, r)| r.branches.is_empty() || matches_any(&r.branches, git_ref))
+        .collect();
+    let mut envs = HashMap::new();
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    if refs.is_empty() {
+        return Ok(Ok(RunSecrets {
+            masker: Arc::new(Masker::new(values, true).expect("no values")),
+            envs,
+        }));
+    }
+    let mut wanted = Vec::new();
+    for (kind, r) in &refs {
+        match SecretName::parse(&r.name) {
+            Ok(name) => wanted.push((*kind, name)),
+            Err(e) => return Ok(Err(format!("{pipeline_path}: {e}"))),
+        }
+    }
+    for environment in &spec.environments {
+        let scope_env = deploys.then_some(environment.name.as_str());
+        let (found, missing) = engine
+            .store()
+            .resolve_values(engine.master_key(), project_id, scope_env, &wanted)
+            .await?;
+        if let Some((kind, name)) = missing.first() {
+            let mut reason = format!(
+                "{kind} `{name}` is not set for project {project} environment {env}, project {project} or globally (referenced by {pipeline_path}); set it with `ferry {kind} set {name} --project {project} --env {env}`",
+                env = environment.name
+            );
+            if !deploys {
+                reason.push_str(&format!(
+                    "; runs of `{git_ref}` (not in source.branches) get no environment-scoped values"
+                ));
+            }
+            return Ok(Err(reason));
+        }
+        let mut bound = Vec::new();
+        for resolved in found {
+            let reference = refs
+                .iter()
+                .find(|(k, r)| *k == resolved.kind && r.name == resolved.name.as_str())
+                .map(|(_, r)| (*r).clone())
+                .expect("resolved only what was asked");
+            if resolved.kind == SecretKind::Secret {
+                values.push(resolved.value.expose().to_vec());
+            }
+            bound.push(Bound {
+                reference,
+                resolved,
+            });
+        }
+        envs.insert(environment.name.clone(), bound);
+    }
+    // Values were checked when they were set; a shorter one cannot be in the store.
+    let masker = Masker::new(values.iter(), true).map_err(|e| {
+        crate::Error::Io(std::io::Error::other(format!("secret store: {e}")))
+    })?;
+    values.iter_mut().for_each(|v| v.zeroize());
+    Ok(Ok(RunSecrets {
+        masker: Arc::new(masker),
+        envs,
+    }))
+}
+
+/// Rewrites a file Ferry keeps (the plan JSON) with the run's secret values masked, and
+/// returns the masked bytes. `terraform show -json` prints variable values in clear.
+pub(crate) async fn mask_file(masker: &Masker, path: &Path) -> Result<Vec<u8>> {
+    let bytes = tokio::fs::read(path).await?;
+    if masker.is_empty() {
+        return Ok(bytes);
+    }
+    let masked = masker.mask_bytes(&bytes);
+    if masked != bytes {
+        let tmp = path.with_extension("json.masking");
+        tokio::fs::write(&tmp, &masked).await?;
+        tokio::fs::rename(&tmp, path).await?;
+    }
+    Ok(masked)
 }
