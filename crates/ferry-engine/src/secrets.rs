@@ -181,15 +181,16 @@ impl Drop for SecretFiles {
 fn new_private_dir(scratch: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::create_dir_all(scratch)?;
-    for n in 0u32.. {
-        let dir = scratch.join(format!("secrets-{}-{n}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = scratch.join(format!("secrets-{n}"));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    unreachable!("u32 range exhausted")
 }
 
 fn write_private_file(path: &Path, value: &[u8]) -> Result<()> {

@@ -314,8 +314,7 @@ impl MaskStream {
             return;
         }
         self.buf.extend_from_slice(input);
-        self.masker
-            .step(&mut self.buf, &mut self.state, out, false);
+        self.masker.step(&mut self.buf, &mut self.state, out, false);
     }
 
     /// End of stream: emits everything still held back.
@@ -440,7 +439,8 @@ fn base64_forms(value: &[u8]) -> Vec<Aligned> {
 fn wrapped(encoded: &str, residue: usize) -> Vec<Vec<u8>> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::new();
-    for phase in (1..BASE64_WRAP.min(bytes.len())).filter(|p| (p + residue) % 4 == 0) {
+    // The first break inside `encoded` falls at 1..=76 (a break at 0 is before it).
+    for phase in (1..=BASE64_WRAP).filter(|&p| p < bytes.len() && (p + residue) % 4 == 0) {
         for newline in [&b"\n"[..], b"\r\n"] {
             let mut p = Vec::with_capacity(bytes.len() + 2 * (bytes.len() / BASE64_WRAP + 1));
             for (i, &b) in bytes.iter().enumerate() {
@@ -475,14 +475,22 @@ mod tests {
             s.filter(std::slice::from_ref(b), &mut out);
         }
         s.finish(&mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), expected, "streamed {input:?}");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            expected,
+            "streamed {input:?}"
+        );
     }
 
     /// The naive reference: every occurrence of every pattern, by brute force.
     fn reference(m: &Masker, input: &[u8]) -> Vec<u8> {
         let mut covered = vec![false; input.len()];
         for (id, p) in m.patterns.iter().enumerate() {
-            let span = if Some(id) == m.token_id { TOKEN_LEN } else { p.len() };
+            let span = if Some(id) == m.token_id {
+                TOKEN_LEN
+            } else {
+                p.len()
+            };
             for i in 0..input.len() {
                 if input[i..].starts_with(p)
                     && i + span <= input.len()
@@ -540,26 +548,39 @@ mod tests {
         }
     }
 
+    /// Whether any 6 consecutive characters of the encoded secret survive in `masked`
+    /// (line breaks removed), which would let someone decode part of it.
+    fn leaks_base64(raw_prefix: usize, secret: &str, encoded: &str, masked: &str) -> bool {
+        let start = (raw_prefix * 8).div_ceil(6) + 2;
+        let end = ((raw_prefix + secret.len()) * 8 / 6).saturating_sub(2);
+        let unwrapped: String = masked.replace(['\r', '\n'], "");
+        (start..end.saturating_sub(6)).any(|i| unwrapped.contains(&encoded[i..i + 6]))
+    }
+
     #[test]
     fn base64_wrapped_at_76_columns() {
-        let secret = "correct-horse-battery-staple-0123456789";
-        for prefix_len in 0..80 {
-            let raw = format!("{}{secret}{}", "p".repeat(prefix_len), "s".repeat(7));
-            let encoded = STANDARD.encode(&raw);
-            for newline in ["\n", "\r\n"] {
-                let lines: Vec<&str> = encoded
-                    .as_bytes()
-                    .chunks(76)
-                    .map(|c| std::str::from_utf8(c).unwrap())
-                    .collect();
-                let wrapped = lines.join(newline);
-                let masked = masker(&[secret]).mask_str(&wrapped);
-                let unwrapped: String = masked.replace(newline, "");
-                let decodable = unwrapped.replace("***", "");
-                // Whatever is left of the encoded secret is too short to hold
-                // any three consecutive bytes of it.
-                assert!(masked.contains("***"), "prefix {prefix_len}: {masked}");
-                assert!(decodable.len() <= encoded.len() - secret.len() * 4 / 3 + 4);
+        for secret in [
+            "correct-horse-battery-staple-0123456789",
+            "a-long-secret-of-more-than-57-bytes-so-that-it-wraps-0123456789-abcdefghij",
+        ] {
+            for prefix_len in 0..80 {
+                let raw = format!("{}{secret}{}", "p".repeat(prefix_len), "s".repeat(7));
+                let encoded = STANDARD.encode(&raw);
+                for newline in ["\n", "\r\n"] {
+                    let lines: Vec<&str> = encoded
+                        .as_bytes()
+                        .chunks(76)
+                        .map(|c| std::str::from_utf8(c).unwrap())
+                        .collect();
+                    let wrapped = lines.join(newline);
+                    let masked = masker(&[secret]).mask_str(&wrapped);
+                    let encoded_unwrapped = encoded.clone();
+                    assert!(masked.contains("***"), "prefix {prefix_len}: {masked}");
+                    assert!(
+                        !leaks_base64(prefix_len, secret, &encoded_unwrapped, &masked),
+                        "prefix {prefix_len} {newline:?}: {masked}"
+                    );
+                }
             }
         }
     }
@@ -611,7 +632,10 @@ mod tests {
     #[test]
     fn debug_shows_no_pattern() {
         let m = masker(&["sekrit-value"]);
-        let dbg = format!("{m:?} {:?}", MaskStream::new(Arc::new(masker(&["sekrit-value"]))));
+        let dbg = format!(
+            "{m:?} {:?}",
+            MaskStream::new(Arc::new(masker(&["sekrit-value"])))
+        );
         assert!(!dbg.contains("sekrit"), "{dbg}");
     }
 
@@ -626,7 +650,10 @@ mod tests {
         assert!(!out.windows(4).any(|w| w == b"hunt"));
         s.filter(b"er22 done\n", &mut out);
         s.finish(&mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "a long first line of output\n*** done\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a long first line of output\n*** done\n"
+        );
     }
 
     fn secret() -> impl Strategy<Value = String> {

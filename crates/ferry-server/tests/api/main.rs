@@ -15,6 +15,7 @@ mod lifecycle;
 mod logs;
 mod modes;
 mod run_list;
+mod secret_runs;
 mod secrets;
 mod state_backend;
 mod state_ops;
