@@ -844,12 +844,11 @@ async fn plan(
     let plan_bytes = tokio::fs::read(&plan_path).await?;
     let sha256 = hex::encode(Sha256::digest(&plan_bytes));
     let json_bytes = crate::secrets::mask_file(ctx.secrets.masker(), &json_path).await?;
-    let json: serde_json::Value = serde_json::from_slice(&json_bytes)
-        .map_err(|e| {
-            Error::Io(std::io::Error::other(format!(
-                "terraform show -json gave invalid JSON: {e}"
-            )))
-        })?;
+    let json: serde_json::Value = serde_json::from_slice(&json_bytes).map_err(|e| {
+        Error::Io(std::io::Error::other(format!(
+            "terraform show -json gave invalid JSON: {e}"
+        )))
+    })?;
     let summary = PlanSummary::from_plan_json(&json);
     let has_changes = summary.has_changes();
     sys(

@@ -281,9 +281,8 @@ pub(crate) async fn resolve(
         envs.insert(environment.name.clone(), bound);
     }
     // Values were checked when they were set; a shorter one cannot be in the store.
-    let masker = Masker::new(values.iter(), true).map_err(|e| {
-        crate::Error::Io(std::io::Error::other(format!("secret store: {e}")))
-    })?;
+    let masker = Masker::new(values.iter(), true)
+        .map_err(|e| crate::Error::Io(std::io::Error::other(format!("secret store: {e}"))))?;
     values.iter_mut().for_each(|v| v.zeroize());
     Ok(Ok(RunSecrets {
         masker: Arc::new(masker),

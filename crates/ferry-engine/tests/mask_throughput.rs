@@ -26,7 +26,10 @@ fn write_output(path: &std::path::Path, secrets: &[String]) -> (usize, usize) {
     while bytes < TARGET_BYTES {
         let line = if i % 1000 == 999 {
             planted += 1;
-            format!("      + password = \"{}\" # line {i}\n", secrets[i % secrets.len()])
+            format!(
+                "      + password = \"{}\" # line {i}\n",
+                secrets[i % secrets.len()]
+            )
         } else {
             match i % 4 {
                 0 => format!("  # terraform_data.item[{i}] will be created\n"),
@@ -43,7 +46,11 @@ fn write_output(path: &std::path::Path, secrets: &[String]) -> (usize, usize) {
     (bytes, planted)
 }
 
-async fn capture(dir: &std::path::Path, src: &std::path::Path, masker: Option<Arc<Masker>>) -> (Duration, Vec<u8>) {
+async fn capture(
+    dir: &std::path::Path,
+    src: &std::path::Path,
+    masker: Option<Arc<Masker>>,
+) -> (Duration, Vec<u8>) {
     let spec = ActionSpec::new(
         Command::Argv(vec!["/bin/cat".into(), src.to_string_lossy().into_owned()]),
         dir,
@@ -107,5 +114,7 @@ async fn masked_capture_rate_with_100_secrets() {
         assert!(!text.contains(s.as_str()), "a secret survived masking");
     }
     assert_eq!(text.matches("***").count(), planted);
-    assert!(String::from_utf8(plain_log).unwrap().contains(secrets[99].as_str()));
+    assert!(String::from_utf8(plain_log)
+        .unwrap()
+        .contains(secrets[99].as_str()));
 }

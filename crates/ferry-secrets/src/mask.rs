@@ -440,7 +440,7 @@ fn wrapped(encoded: &str, residue: usize) -> Vec<Vec<u8>> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::new();
     // The first break inside `encoded` falls at 1..=76 (a break at 0 is before it).
-    for phase in (1..=BASE64_WRAP).filter(|&p| p < bytes.len() && (p + residue) % 4 == 0) {
+    for phase in (1..=BASE64_WRAP).filter(|&p| p < bytes.len() && (p + residue) & 3 == 0) {
         for newline in [&b"\n"[..], b"\r\n"] {
             let mut p = Vec::with_capacity(bytes.len() + 2 * (bytes.len() / BASE64_WRAP + 1));
             for (i, &b) in bytes.iter().enumerate() {

@@ -130,12 +130,12 @@ pub(crate) fn lower_root(cx: &mut Sink, root: &Node) -> Option<PipelineSpec> {
     };
     // Secrets and parameters share their targets: one variable or file, one value.
     let mut targets = HashMap::new();
-    let secrets = f
-        .get("secrets")
-        .map_or(Some(Vec::new()), |n| lower_secrets(cx, n, "secret", &mut targets));
-    let params = f
-        .get("params")
-        .map_or(Some(Vec::new()), |n| lower_secrets(cx, n, "parameter", &mut targets));
+    let secrets = f.get("secrets").map_or(Some(Vec::new()), |n| {
+        lower_secrets(cx, n, "secret", &mut targets)
+    });
+    let params = f.get("params").map_or(Some(Vec::new()), |n| {
+        lower_secrets(cx, n, "parameter", &mut targets)
+    });
     let stages = f
         .get("stages")
         .map_or(Some(StagesSpec::default()), |n| lower_stages(cx, n));
@@ -553,7 +553,11 @@ fn lower_secrets(
 }
 
 fn lower_secret(cx: &mut Sink, node: &Node, what: &str) -> Option<SecretRef> {
-    let place = if what == "secret" { "in secret" } else { "in parameter" };
+    let place = if what == "secret" {
+        "in secret"
+    } else {
+        "in parameter"
+    };
     let f = fields(cx, node, place, SECRET_KEYS)?;
     let name = f.require(cx, "name", None).and_then(|n| secret_name(cx, n));
     let target = match (f.entry("as"), f.entry("file")) {

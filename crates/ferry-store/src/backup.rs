@@ -79,11 +79,12 @@ impl Store {
         }
         crate::keyring::rewrap(&mut tx, old, new).await?;
         let secret_versions = crate::secrets::rewrap(&mut tx, old, new).await?;
-        let entry = crate::AuditEntry::new("admin.rotate_master_key", "master-key")
-            .details(serde_json::json!({
+        let entry = crate::AuditEntry::new("admin.rotate_master_key", "master-key").details(
+            serde_json::json!({
                 "from": old.id(), "to": new.id(), "state_versions": versions.len(),
                 "secret_versions": secret_versions,
-            }));
+            }),
+        );
         let record = self.audit_in(&mut tx, actor, entry).await?;
         tx.commit().await?;
         self.audit_committed(&record)

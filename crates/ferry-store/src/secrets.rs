@@ -616,7 +616,12 @@ async fn open_version(
         .bind(meta.version)
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| corrupt(format!("{} {} has no version {}", meta.kind, meta.name, meta.version)))?;
+        .ok_or_else(|| {
+            corrupt(format!(
+                "{} {} has no version {}",
+                meta.kind, meta.name, meta.version
+            ))
+        })?;
     let bytes: Option<Vec<u8>> = row.get(0);
     let bytes = bytes.ok_or_else(|| corrupt(format!("{} {} was erased", meta.kind, meta.name)))?;
     let sealed = Sealed::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
@@ -625,7 +630,12 @@ async fn open_version(
         &sealed,
         &context(meta.kind, meta.id, &meta.name, meta.version),
     )
-    .map_err(|e| corrupt(format!("{} {} version {}: {e}", meta.kind, meta.name, meta.version)))
+    .map_err(|e| {
+        corrupt(format!(
+            "{} {} version {}: {e}",
+            meta.kind, meta.name, meta.version
+        ))
+    })
 }
 
 /// Re-wraps every stored version from `old` to `new` inside the caller's transaction (part
@@ -650,8 +660,8 @@ pub(crate) async fn rewrap(
         let name: String = r.get("name");
         let version: i64 = r.get("version");
         let ctx = context(kind, r.get("secret_id"), &name, version);
-        let sealed = Sealed::from_bytes(r.get::<&[u8], _>("sealed"))
-            .map_err(|e| corrupt(e.to_string()))?;
+        let sealed =
+            Sealed::from_bytes(r.get::<&[u8], _>("sealed")).map_err(|e| corrupt(e.to_string()))?;
         let plain = open(old, &sealed, &ctx)
             .map_err(|e| corrupt(format!("{kind} {name} version {version}: {e}")))?;
         let resealed = seal(new, plain.expose(), &ctx).to_bytes();
@@ -674,7 +684,16 @@ mod tests {
         for ok in ["DB_PASSWORD", "_x", "a1", "TF_VAR_db"] {
             assert!(SecretName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1abc", "a-b", "a b", "é", "a.b", "a=b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "é",
+            "a.b",
+            "a=b",
+            &"x".repeat(129),
+        ] {
             assert!(SecretName::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(
@@ -687,14 +706,18 @@ mod tests {
     fn scopes_and_values() {
         assert_eq!(Scope::from_parts(None, None), Ok(Scope::Global));
         assert_eq!(
-            Scope::from_parts(Some("p"), Some("prod")).unwrap().to_string(),
+            Scope::from_parts(Some("p"), Some("prod"))
+                .unwrap()
+                .to_string(),
             "project p environment prod"
         );
         assert!(Scope::from_parts(None, Some("prod"))
             .unwrap_err()
             .starts_with("unknown scope"));
         assert!(check_value(SecretKind::Secret, b"abc").is_err());
-        assert!(check_value(SecretKind::Secret, b"").unwrap_err().contains("empty"));
+        assert!(check_value(SecretKind::Secret, b"")
+            .unwrap_err()
+            .contains("empty"));
         assert!(check_value(SecretKind::Secret, b"abcd").is_ok());
         assert!(check_value(SecretKind::Param, b"x").is_ok());
         assert!(check_value(SecretKind::Param, &vec![b'x'; MAX_VALUE_LEN + 1]).is_err());

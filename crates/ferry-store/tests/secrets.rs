@@ -85,23 +85,35 @@ async fn narrowest_scope_wins_and_versions_count_up() {
     let f = fixture().await;
     let s = SecretKind::Secret;
     assert_eq!(set(&f, s, &Scope::Global, "DB", "global-value").await, 1);
-    assert_eq!(resolve(&f, Some("prod"), "DB").await.unwrap().0, "global-value");
+    assert_eq!(
+        resolve(&f, Some("prod"), "DB").await.unwrap().0,
+        "global-value"
+    );
     set(&f, s, &Scope::Project("net".into()), "DB", "project-value").await;
     set(&f, s, &env_scope("net", "prod"), "DB", "prod-value-1").await;
-    assert_eq!(set(&f, s, &env_scope("net", "prod"), "DB", "prod-value-2").await, 2);
+    assert_eq!(
+        set(&f, s, &env_scope("net", "prod"), "DB", "prod-value-2").await,
+        2
+    );
     // Another project's values never apply.
     set(&f, s, &env_scope("other", "dev"), "DB", "other-dev").await;
 
     let (v, scope, version) = resolve(&f, Some("prod"), "DB").await.unwrap();
     assert_eq!((v.as_str(), version), ("prod-value-2", 2));
     assert_eq!(scope, env_scope("net", "prod"));
-    assert_eq!(resolve(&f, Some("dev"), "DB").await.unwrap().0, "project-value");
+    assert_eq!(
+        resolve(&f, Some("dev"), "DB").await.unwrap().0,
+        "project-value"
+    );
     // No environment (a branch the pipeline does not deploy): no environment values.
     assert_eq!(resolve(&f, None, "DB").await.unwrap().0, "project-value");
     assert!(resolve(&f, Some("prod"), "NOPE").await.is_none());
 
     // A parameter of the same name is a different entry.
-    assert_eq!(set(&f, SecretKind::Param, &Scope::Global, "DB", "param").await, 1);
+    assert_eq!(
+        set(&f, SecretKind::Param, &Scope::Global, "DB", "param").await,
+        1
+    );
     let listed = f.store.list_secrets(s, Some("net")).await.unwrap();
     let scopes: Vec<String> = listed.iter().map(|m| m.scope.to_string()).collect();
     assert_eq!(
@@ -118,13 +130,23 @@ async fn bad_input_is_refused_with_a_clear_error() {
         let store = f.store.clone();
         async move {
             store
-                .set_secret(&admin(), &key(), SecretKind::Secret, &scope, &name("X"), value)
+                .set_secret(
+                    &admin(),
+                    &key(),
+                    SecretKind::Secret,
+                    &scope,
+                    &name("X"),
+                    value,
+                )
                 .await
                 .unwrap_err()
                 .to_string()
         }
     };
-    assert_eq!(set_raw(Scope::Global, b"").await, "the secret value is empty");
+    assert_eq!(
+        set_raw(Scope::Global, b"").await,
+        "the secret value is empty"
+    );
     assert!(set_raw(Scope::Global, b"abc").await.contains("at least 4"));
     assert_eq!(
         set_raw(Scope::Project("nope".into()), b"long enough").await,
@@ -157,8 +179,22 @@ async fn remove_erases_values_and_set_again_continues_versions() {
 #[tokio::test]
 async fn use_is_recorded_once_per_run_and_audited_without_values() {
     let f = fixture().await;
-    set(&f, SecretKind::Secret, &Scope::Global, "API_KEY", "canary-api-key-value").await;
-    set(&f, SecretKind::Param, &Scope::Project("net".into()), "REGION", "canary-region").await;
+    set(
+        &f,
+        SecretKind::Secret,
+        &Scope::Global,
+        "API_KEY",
+        "canary-api-key-value",
+    )
+    .await;
+    set(
+        &f,
+        SecretKind::Param,
+        &Scope::Project("net".into()),
+        "REGION",
+        "canary-region",
+    )
+    .await;
     let wanted = [
         (SecretKind::Secret, name("API_KEY")),
         (SecretKind::Param, name("REGION")),
@@ -171,11 +207,21 @@ async fn use_is_recorded_once_per_run_and_audited_without_values() {
     assert!(missing.is_empty());
     let run = insert_run(&f).await;
     let used: Vec<_> = found.iter().collect();
-    f.store.record_secret_use(&Actor::system("engine"), run, &used).await.unwrap();
-    f.store.record_secret_use(&Actor::system("engine"), run, &used).await.unwrap();
+    f.store
+        .record_secret_use(&Actor::system("engine"), run, &used)
+        .await
+        .unwrap();
+    f.store
+        .record_secret_use(&Actor::system("engine"), run, &used)
+        .await
+        .unwrap();
     let versions = f.store.run_secret_versions(run).await.unwrap();
     assert_eq!(versions.len(), 2);
-    let meta = f.store.list_secrets(SecretKind::Secret, None).await.unwrap();
+    let meta = f
+        .store
+        .list_secrets(SecretKind::Secret, None)
+        .await
+        .unwrap();
     assert_eq!(meta[0].last_used_run, Some(run));
 
     let audit = f.store.audit_records(0, 1000).await.unwrap();
@@ -187,7 +233,11 @@ async fn use_is_recorded_once_per_run_and_audited_without_values() {
     );
     assert!(actions.contains(&"secret.set") && actions.contains(&"param.set"));
     let use_entry = audit.iter().find(|r| r.action == "secret.use").unwrap();
-    assert!(use_entry.details.contains("\"version\":1"), "{}", use_entry.details);
+    assert!(
+        use_entry.details.contains("\"version\":1"),
+        "{}",
+        use_entry.details
+    );
     for r in &audit {
         let all = format!("{} {} {}", r.target, r.details, r.outcome);
         assert!(!all.contains("canary"), "value in audit: {all}");
@@ -201,7 +251,14 @@ async fn rotation_rewraps_every_version() {
     let f = fixture().await;
     set(&f, SecretKind::Secret, &Scope::Global, "A", "value-a-1").await;
     set(&f, SecretKind::Secret, &Scope::Global, "A", "value-a-2").await;
-    set(&f, SecretKind::Param, &env_scope("net", "prod"), "B", "value-b").await;
+    set(
+        &f,
+        SecretKind::Param,
+        &env_scope("net", "prod"),
+        "B",
+        "value-b",
+    )
+    .await;
     let new = MasterKey::from_bytes([8; 32]);
     f.store
         .commit_rotation(&admin(), &key(), &new, &[])
@@ -219,7 +276,10 @@ async fn rotation_rewraps_every_version() {
             &new,
             f.project,
             Some("prod"),
-            &[(SecretKind::Secret, name("A")), (SecretKind::Param, name("B"))],
+            &[
+                (SecretKind::Secret, name("A")),
+                (SecretKind::Param, name("B")),
+            ],
         )
         .await
         .unwrap();
@@ -239,22 +299,29 @@ async fn rotation_rewraps_every_version() {
         .into_iter()
         .find(|r| r.action == "admin.rotate_master_key")
         .unwrap();
-    assert!(rotation.details.contains("\"secret_versions\":3"), "{}", rotation.details);
+    assert!(
+        rotation.details.contains("\"secret_versions\":3"),
+        "{}",
+        rotation.details
+    );
 }
 
 async fn insert_run(f: &Fixture) -> i64 {
     let run = f
         .store
-        .create_run(&admin(), &ferry_store::NewRun {
-            project_id: f.project,
-            pipeline: "p".into(),
-            pipeline_path: "ferry.yaml".into(),
-            git_ref: "main".into(),
-            commit_sha: "0".repeat(40),
-            spec_yaml: String::new(),
-            first_environment: "dev".into(),
-            stages: Vec::new(),
-        })
+        .create_run(
+            &admin(),
+            &ferry_store::NewRun {
+                project_id: f.project,
+                pipeline: "p".into(),
+                pipeline_path: "ferry.yaml".into(),
+                git_ref: "main".into(),
+                commit_sha: "0".repeat(40),
+                spec_yaml: String::new(),
+                first_environment: "dev".into(),
+                stages: Vec::new(),
+            },
+        )
         .await
         .unwrap();
     run.id.0

@@ -110,7 +110,10 @@ fn hits_in(what: &str, text: &str, needles: &[&str]) -> Vec<String> {
 async fn canary_secrets_never_leave_the_store_unmasked() {
     let mut server = TestServer::start().await;
     server
-        .project("canary", &[("ferry.yaml", CANARY_YAML), ("main.tf", CANARY_TF)])
+        .project(
+            "canary",
+            &[("ferry.yaml", CANARY_YAML), ("main.tf", CANARY_TF)],
+        )
         .await;
     let admin = server.admin.clone();
     let global = ScopeQuery::default();
@@ -132,7 +135,12 @@ async fn canary_secrets_never_leave_the_store_unmasked() {
     }
     // A narrower scope wins: the project value of PLAIN is never used.
     admin
-        .secrets_set(SecretKind::Secret, "TF_PASSWORD", &project, &value("canary-not-used-X"))
+        .secrets_set(
+            SecretKind::Secret,
+            "TF_PASSWORD",
+            &project,
+            &value("canary-not-used-X"),
+        )
         .await
         .unwrap();
     admin
@@ -162,9 +170,15 @@ async fn canary_secrets_never_leave_the_store_unmasked() {
         "apply-only: ***",
         "test's secret dir removed",
     ] {
-        assert!(log.contains(&expected), "`{expected}` not in the log:\n{log_text}");
+        assert!(
+            log.contains(&expected),
+            "`{expected}` not in the log:\n{log_text}"
+        );
     }
-    assert!(log_text.contains("pw = \"***\""), "terraform output:\n{log_text}");
+    assert!(
+        log_text.contains("pw = \"***\""),
+        "terraform output:\n{log_text}"
+    );
     // The three base64 forms (wrapped at 76 columns, and at two other alignments).
     let b64_action = log
         .iter()
@@ -179,9 +193,10 @@ async fn canary_secrets_never_leave_the_store_unmasked() {
     assert_eq!(masked_b64, 3, "base64 forms masked:\n{log_text}");
 
     // Which versions the run used: every secret and parameter once, at its resolved scope.
-    let (key, _) =
-        ferry_secrets::MasterKey::load(&ferry_secrets::KeySource::DataDir(server.data_dir().to_owned()))
-            .unwrap();
+    let (key, _) = ferry_secrets::MasterKey::load(&ferry_secrets::KeySource::DataDir(
+        server.data_dir().to_owned(),
+    ))
+    .unwrap();
     let store = ferry_store::Store::open_read_only(
         &server.data_dir().join("ferry.db"),
         &key,
@@ -201,7 +216,10 @@ async fn canary_secrets_never_leave_the_store_unmasked() {
     );
     let mut audit_text = String::new();
     for r in &audit {
-        audit_text.push_str(&format!("{} {} {} {}\n", r.actor, r.action, r.target, r.details));
+        audit_text.push_str(&format!(
+            "{} {} {} {}\n",
+            r.actor, r.action, r.target, r.details
+        ));
     }
     store.close().await;
     let listed = admin.secrets_list(SecretKind::Secret, None).await.unwrap();
@@ -304,7 +322,10 @@ async fn missing_references_and_branches_the_pipeline_does_not_deploy() {
         )
         .await
         .unwrap();
-    let run = admin.runs_create("gated", &RunCreate::default()).await.unwrap();
+    let run = admin
+        .runs_create("gated", &RunCreate::default())
+        .await
+        .unwrap();
     server.wait_status(run.id, "Succeeded", RUN_TIMEOUT).await;
     let page = admin.logs_get(run.id, 0, 1000).await.unwrap();
     assert!(
@@ -319,18 +340,30 @@ async fn missing_references_and_branches_the_pipeline_does_not_deploy() {
     let (status, err) = api_error(admin.runs_create("gated", &feature).await);
     assert_eq!(status, 422);
     assert!(
-        err.message.ends_with("runs of `feature/x` (not in source.branches) get no environment-scoped values"),
+        err.message.ends_with(
+            "runs of `feature/x` (not in source.branches) get no environment-scoped values"
+        ),
         "{}",
         err.message
     );
 
     // A global value reaches the feature branch, and so does its branch-limited secret.
     admin
-        .secrets_set(SecretKind::Secret, "DEPLOY_KEY", &ScopeQuery::default(), &value("global-key-2"))
+        .secrets_set(
+            SecretKind::Secret,
+            "DEPLOY_KEY",
+            &ScopeQuery::default(),
+            &value("global-key-2"),
+        )
         .await
         .unwrap();
     admin
-        .secrets_set(SecretKind::Secret, "FEATURE_ONLY", &ScopeQuery::default(), &value("feature-value"))
+        .secrets_set(
+            SecretKind::Secret,
+            "FEATURE_ONLY",
+            &ScopeQuery::default(),
+            &value("feature-value"),
+        )
         .await
         .unwrap();
     let run = admin.runs_create("gated", &feature).await.unwrap();

@@ -9,7 +9,9 @@ use crate::common::{api_error, TestServer};
 const CANARY: &str = "canary-Zq8v1-secret-value";
 
 fn value(v: &str) -> SecretSet {
-    SecretSet { value: v.to_owned() }
+    SecretSet {
+        value: v.to_owned(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +37,12 @@ async fn set_list_remove_and_the_value_never_comes_back() {
         (Some("net"), Some("prod"))
     );
     let info = admin
-        .secrets_set(SecretKind::Secret, "DB_PASSWORD", &prod, &value("second-value"))
+        .secrets_set(
+            SecretKind::Secret,
+            "DB_PASSWORD",
+            &prod,
+            &value("second-value"),
+        )
         .await
         .unwrap();
     assert_eq!(info.version, 2);
@@ -43,12 +50,21 @@ async fn set_list_remove_and_the_value_never_comes_back() {
 
     let listed = admin.secrets_list(SecretKind::Secret, None).await.unwrap();
     assert_eq!(listed.len(), 2);
-    let listed = admin.secrets_list(SecretKind::Secret, Some("other")).await.unwrap();
+    let listed = admin
+        .secrets_list(SecretKind::Secret, Some("other"))
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1, "only the global one");
 
     // A non-admin may list (metadata) but not set or remove.
     let user = server.user("viewer").await;
-    assert_eq!(user.secrets_list(SecretKind::Secret, None).await.unwrap().len(), 2);
+    assert_eq!(
+        user.secrets_list(SecretKind::Secret, None)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let (status, err) = api_error(
         user.secrets_set(SecretKind::Secret, "X_Y", &global, &value(CANARY))
             .await,
@@ -68,7 +84,10 @@ async fn set_list_remove_and_the_value_never_comes_back() {
         assert!(answer.status == 200 || answer.status >= 400, "{path}");
     }
     assert_eq!(
-        server.call("GET", "/api/v1/secrets/DB_PASSWORD", None).await.status,
+        server
+            .call("GET", "/api/v1/secrets/DB_PASSWORD", None)
+            .await
+            .status,
         405
     );
 
@@ -77,9 +96,18 @@ async fn set_list_remove_and_the_value_never_comes_back() {
         .await
         .unwrap();
     assert_eq!(removed.version, 2);
-    assert_eq!(admin.secrets_list(SecretKind::Secret, None).await.unwrap().len(), 1);
+    assert_eq!(
+        admin
+            .secrets_list(SecretKind::Secret, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let (status, err) = api_error(
-        admin.secrets_delete(SecretKind::Secret, "DB_PASSWORD", &prod).await,
+        admin
+            .secrets_delete(SecretKind::Secret, "DB_PASSWORD", &prod)
+            .await,
     );
     assert_eq!((status, err.code.as_str()), (404, "not_found"));
 
@@ -122,28 +150,109 @@ async fn bad_input_gets_a_clear_4xx_and_never_echoes_the_body() {
     let mut server = TestServer::start().await;
     server.project("net", &[("main.tf", "")]).await;
     let cases: &[(&str, &str, Option<serde_json::Value>, u16, &str)] = &[
-        ("PUT", "/api/v1/secrets/OK_NAME", Some(json!({ "value": "" })), 400, "bad_request"),
-        ("PUT", "/api/v1/secrets/OK_NAME", Some(json!({ "value": "abc" })), 400, "bad_request"),
-        ("PUT", "/api/v1/secrets/1BAD", Some(json!({ "value": CANARY })), 400, "bad_request"),
-        ("PUT", "/api/v1/secrets/bad-name", Some(json!({ "value": CANARY })), 400, "bad_request"),
-        ("PUT", "/api/v1/secrets/OK_NAME?env=prod", Some(json!({ "value": CANARY })), 400, "bad_request"),
-        ("PUT", "/api/v1/secrets/OK_NAME?scope=team", Some(json!({ "value": CANARY })), 400, "invalid_query"),
-        ("PUT", "/api/v1/secrets/OK_NAME?project=nope", Some(json!({ "value": CANARY })), 404, "not_found"),
-        ("PUT", "/api/v1/secrets/OK_NAME", Some(json!({ "value": 12345678 })), 400, "invalid_body"),
-        ("PUT", "/api/v1/secrets/OK_NAME", Some(json!({ "value": CANARY, "extra": CANARY })), 400, "invalid_body"),
-        ("PUT", "/api/v1/secrets/OK_NAME", Some(json!(CANARY)), 400, "invalid_body"),
-        ("PUT", "/api/v1/params/OK_NAME", Some(json!({ "value": "" })), 400, "bad_request"),
-        ("DELETE", "/api/v1/secrets/NOT_THERE", None, 404, "not_found"),
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME",
+            Some(json!({ "value": "" })),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME",
+            Some(json!({ "value": "abc" })),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/1BAD",
+            Some(json!({ "value": CANARY })),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/bad-name",
+            Some(json!({ "value": CANARY })),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME?env=prod",
+            Some(json!({ "value": CANARY })),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME?scope=team",
+            Some(json!({ "value": CANARY })),
+            400,
+            "invalid_query",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME?project=nope",
+            Some(json!({ "value": CANARY })),
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME",
+            Some(json!({ "value": 12345678 })),
+            400,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME",
+            Some(json!({ "value": CANARY, "extra": CANARY })),
+            400,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME",
+            Some(json!(CANARY)),
+            400,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            "/api/v1/params/OK_NAME",
+            Some(json!({ "value": "" })),
+            400,
+            "bad_request",
+        ),
+        (
+            "DELETE",
+            "/api/v1/secrets/NOT_THERE",
+            None,
+            404,
+            "not_found",
+        ),
         ("GET", "/api/v1/params/NOT_THERE", None, 404, "not_found"),
     ];
     for (method, path, body, status, code) in cases {
         let answer = server.call(method, path, body.clone()).await;
         let err = answer.assert_error(*status, code);
-        assert!(!answer.text.contains(CANARY), "{method} {path}: {}", answer.text);
+        assert!(
+            !answer.text.contains(CANARY),
+            "{method} {path}: {}",
+            answer.text
+        );
         assert!(!err.message.contains("12345678"), "{}", err.message);
     }
     let answer = server
-        .call_raw("PUT", "/api/v1/secrets/OK_NAME", "application/json", &format!("{{\"value\": \"{CANARY}"))
+        .call_raw(
+            "PUT",
+            "/api/v1/secrets/OK_NAME",
+            "application/json",
+            &format!("{{\"value\": \"{CANARY}"),
+        )
         .await;
     answer.assert_error(400, "invalid_body");
     assert!(!answer.text.contains(CANARY));

@@ -106,7 +106,10 @@ fn rotating_the_master_key_keeps_state_readable_and_the_audit_chain_verifiable()
     assert_eq!(before.code, 0, "{before:?}");
 
     // A parameter and a secret, re-wrapped with everything else.
-    assert_eq!(server.cli(&["param", "set", "REGION", "eu-north-1"]).code, 0);
+    assert_eq!(
+        server.cli(&["param", "set", "REGION", "eu-north-1"]).code,
+        0
+    );
     let set = crate::secrets::cli_stdin(&server, &["secret", "set", "API_KEY"], "rotated-secret\n");
     assert_eq!(set.code, 0, "{set:?}");
 

@@ -38,12 +38,26 @@ fn secrets_go_in_on_stdin_and_never_come_out() {
     let repo = crate::util::repo_with(&[("main.tf", "")]);
     server.add_project("net", &repo);
 
-    let set = cli_stdin(&server, &["secret", "set", "DB_PASSWORD"], &format!("{CANARY}\n"));
+    let set = cli_stdin(
+        &server,
+        &["secret", "set", "DB_PASSWORD"],
+        &format!("{CANARY}\n"),
+    );
     assert_eq!(set.code, 0, "{set:?}");
     assert_eq!(set.stdout, "secret `DB_PASSWORD` (global) set: version 1\n");
     let set = cli_stdin(
         &server,
-        &["secret", "set", "DB_PASSWORD", "--project", "net", "--env", "prod", "-o", "json"],
+        &[
+            "secret",
+            "set",
+            "DB_PASSWORD",
+            "--project",
+            "net",
+            "--env",
+            "prod",
+            "-o",
+            "json",
+        ],
         CANARY,
     );
     assert_eq!(set.code, 0, "{set:?}");
@@ -52,7 +66,10 @@ fn secrets_go_in_on_stdin_and_never_come_out() {
     let list = server.cli(&["secret", "list"]);
     assert_eq!(list.code, 0, "{list:?}");
     assert_eq!(list.stdout.lines().count(), 2, "{list:?}");
-    assert!(list.stdout.contains("project net environment prod"), "{list:?}");
+    assert!(
+        list.stdout.contains("project net environment prod"),
+        "{list:?}"
+    );
     let json = server.cli(&["secret", "list", "-o", "json"]);
     assert_eq!(json.json().as_array().unwrap().len(), 2);
     for out in [&set, &list, &json] {
@@ -65,11 +82,31 @@ fn secrets_go_in_on_stdin_and_never_come_out() {
 
     // Bad input: empty, too short, bad name, environment without project, unknown project.
     let cases: &[(&[&str], &str, &str)] = &[
-        (&["secret", "set", "EMPTY"], "\n", "the secret value is empty"),
-        (&["secret", "set", "SHORT"], "abc", "at least 4 are required"),
-        (&["secret", "set", "bad-name"], CANARY, "invalid name `bad-name`"),
-        (&["secret", "set", "X", "--env", "prod"], CANARY, "unknown scope"),
-        (&["secret", "set", "X", "--project", "nope"], CANARY, "project `nope` not found"),
+        (
+            &["secret", "set", "EMPTY"],
+            "\n",
+            "the secret value is empty",
+        ),
+        (
+            &["secret", "set", "SHORT"],
+            "abc",
+            "at least 4 are required",
+        ),
+        (
+            &["secret", "set", "bad-name"],
+            CANARY,
+            "invalid name `bad-name`",
+        ),
+        (
+            &["secret", "set", "X", "--env", "prod"],
+            CANARY,
+            "unknown scope",
+        ),
+        (
+            &["secret", "set", "X", "--project", "nope"],
+            CANARY,
+            "project `nope` not found",
+        ),
         (&["secret", "rm", "NOT_THERE"], "", "not found"),
     ];
     for (args, input, message) in cases {
@@ -79,12 +116,25 @@ fn secrets_go_in_on_stdin_and_never_come_out() {
         assert!(!out.stderr.contains(CANARY), "{args:?}: {out:?}");
     }
 
-    let rm = server.cli(&["secret", "rm", "DB_PASSWORD", "--project", "net", "--env", "prod"]);
+    let rm = server.cli(&[
+        "secret",
+        "rm",
+        "DB_PASSWORD",
+        "--project",
+        "net",
+        "--env",
+        "prod",
+    ]);
     assert_eq!(rm.code, 0, "{rm:?}");
     assert_eq!(server.cli(&["secret", "list"]).stdout.lines().count(), 1);
 
     // Parameters are readable, and may be given on the command line.
-    assert_eq!(server.cli(&["param", "set", "REGION", "eu-west-1", "--project", "net"]).code, 0);
+    assert_eq!(
+        server
+            .cli(&["param", "set", "REGION", "eu-west-1", "--project", "net"])
+            .code,
+        0
+    );
     let set = cli_stdin(&server, &["param", "set", "ZONE"], "b\n");
     assert_eq!(set.code, 0, "{set:?}");
     let get = server.cli(&["param", "get", "REGION", "--project", "net"]);
