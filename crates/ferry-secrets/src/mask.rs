@@ -50,6 +50,8 @@ use crate::token::{TOKEN_LEN, TOKEN_PREFIX};
 pub const MASK: &[u8] = b"***";
 /// Secrets shorter than this are refused.
 pub const MIN_SECRET_LEN: usize = 4;
+/// How many leading bytes of each pattern the prefilter looks for.
+const PREFIX_LEN: usize = 8;
 /// Line width of MIME base64 (RFC 2045).
 const BASE64_WRAP: usize = 76;
 
@@ -88,6 +90,10 @@ pub struct Masker {
     // any, is `ferry_` and matches only when followed by 43 base64url bytes.
     // Never formatted: the patterns are secret material.
     ac: Option<AhoCorasick>,
+    // Invariant: finds (overlapping) every occurrence of the first PREFIX_LEN bytes of every
+    // pattern. A DFA over these few short strings scans much faster than `ac` does, and any
+    // match of `ac` starts where one of these does, so `ac` only looks there.
+    prefixes: Option<AhoCorasick>,
     patterns: Vec<Zeroizing<Vec<u8>>>,
     token_id: Option<usize>,
     // Invariant: the longest span a match can cover (for tokens, the token).
@@ -101,6 +107,11 @@ impl fmt::Debug for Masker {
             .field("secrets", &self.secrets)
             .field("patterns", &self.patterns.len())
             .field("tokens", &self.token_id.is_some())
+            .field(
+                "memory",
+                &(self.ac.as_ref().map_or(0, |a| a.memory_usage())
+                    + self.prefixes.as_ref().map_or(0, |a| a.memory_usage())),
+            )
             .finish()
     }
 }
@@ -137,6 +148,23 @@ impl Masker {
         } else {
             None
         };
+        let prefixes = if patterns.is_empty() {
+            None
+        } else {
+            let mut starts: Vec<&[u8]> = patterns
+                .iter()
+                .map(|p| &p[..p.len().min(PREFIX_LEN)])
+                .collect();
+            starts.sort_unstable();
+            starts.dedup();
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(starts)
+                    .expect("prefixes are non-empty and small"),
+            )
+        };
         let ac = if patterns.is_empty() {
             None
         } else {
@@ -154,6 +182,7 @@ impl Masker {
         };
         Ok(Masker {
             ac,
+            prefixes,
             patterns,
             token_id,
             max_len,
@@ -200,21 +229,30 @@ impl Masker {
     /// The byte ranges of `buf` covered by matches that end after `from`,
     /// sorted and merged (overlapping or touching ranges become one).
     fn covered(&self, buf: &[u8], from: usize) -> Vec<(usize, usize)> {
-        let Some(ac) = &self.ac else {
+        let (Some(ac), Some(prefixes)) = (&self.ac, &self.prefixes) else {
             return Vec::new();
         };
         let mut ranges: Vec<(usize, usize)> = Vec::new();
-        for m in ac.find_overlapping_iter(buf) {
-            let (start, mut end) = (m.start(), m.end());
-            if Some(m.pattern().as_usize()) == self.token_id {
-                let token_end = start + TOKEN_LEN;
-                if token_end > buf.len() || !buf[end..token_end].iter().all(|&b| is_b64url(b)) {
+        let mut last_start = None;
+        for hit in prefixes.find_overlapping_iter(buf) {
+            let at = hit.start();
+            if last_start == Some(at) {
+                continue;
+            }
+            last_start = Some(at);
+            let window = &buf[at..buf.len().min(at + self.max_len)];
+            for m in ac.find_overlapping_iter(window) {
+                if m.start() != 0 {
                     continue;
                 }
-                end = token_end;
-            }
-            if end > from {
-                ranges.push((start, end));
+                self.push_match(
+                    buf,
+                    at,
+                    at + m.end(),
+                    m.pattern().as_usize(),
+                    from,
+                    &mut ranges,
+                );
             }
         }
         ranges.sort_unstable();
@@ -226,6 +264,31 @@ impl Masker {
             }
         }
         merged
+    }
+
+    /// Adds the range of one match of pattern `id` at `start..end` of `buf` (a token
+    /// extends to its full length, and is no match without it).
+    fn push_match(
+        &self,
+        buf: &[u8],
+        start: usize,
+        mut end: usize,
+        id: usize,
+        from: usize,
+        ranges: &mut Vec<(usize, usize)>,
+    ) {
+        {
+            if Some(id) == self.token_id {
+                let token_end = start + TOKEN_LEN;
+                if token_end > buf.len() || !buf[end..token_end].iter().all(|&b| is_b64url(b)) {
+                    return;
+                }
+                end = token_end;
+            }
+            if end > from {
+                ranges.push((start, end));
+            }
+        }
     }
 
     /// One masking step over `buf`, whose first `state.emitted` bytes were
