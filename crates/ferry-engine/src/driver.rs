@@ -90,7 +90,9 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
         binary: None,
     };
     let mut changed = engine.inner.changed.subscribe();
-    let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed).await;
+    let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed)
+        .await
+        .map_err(|e| ctx.secrets.mask_error(e));
     let _ = ctx.log.action(0).flush().await;
     let finished = store
         .run(run_id)

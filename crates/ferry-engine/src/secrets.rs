@@ -118,6 +118,19 @@ impl RunSecrets {
         &self.masker
     }
 
+    /// `error` with the run's secret values masked in its message (it becomes the run's
+    /// failure reason and a log line).
+    pub(crate) fn mask_error(&self, error: crate::Error) -> crate::Error {
+        let text = error.to_string();
+        let masked = self.masker.mask_str(&text);
+        if masked == text {
+            error
+        } else {
+            let masked = masked.strip_prefix("i/o error: ").unwrap_or(&masked);
+            crate::Error::Io(std::io::Error::other(masked.to_owned()))
+        }
+    }
+
     /// Adds to `env` what an action of `stage` in `environment` receives: variables, and
     /// files written (0600) into a fresh directory `FERRY_SECRETS_DIR` under `scratch`,
     /// removed when the returned guard drops. Records each value's first use by the run.
