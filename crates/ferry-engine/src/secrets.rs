@@ -318,3 +318,59 @@ pub(crate) async fn mask_file(masker: &Masker, path: &Path) -> Result<Vec<u8>> {
     }
     Ok(masked)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(branches: &[&str]) -> PipelineSpec {
+        let yaml = format!(
+            "version: 1\nname: p\nsource: {{ branches: [{}] }}\nterraform: {{ dir: . }}\n",
+            branches
+                .iter()
+                .map(|b| format!("\"{b}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        ferry_spec::lower("ferry.yaml", &yaml).spec.expect("valid")
+    }
+
+    #[test]
+    fn which_refs_a_pipeline_deploys() {
+        assert!(deploys(&spec(&[]), "anything"));
+        let s = spec(&["main", "release/*"]);
+        for (git_ref, expected) in [
+            ("main", true),
+            ("refs/heads/main", true),
+            ("release/1.2", true),
+            ("release/1/2", false),
+            ("feature/x", false),
+            ("0123456789abcdef0123456789abcdef01234567", false),
+        ] {
+            assert_eq!(deploys(&s, git_ref), expected, "{git_ref}");
+        }
+        // An invalid glob matches only itself.
+        assert!(matches_any(&["a[".to_owned()], "a["));
+        assert!(!matches_any(&["a[".to_owned()], "ab"));
+    }
+
+    #[test]
+    fn errors_lose_the_run_s_secret_values() {
+        let secrets = RunSecrets {
+            masker: Arc::new(Masker::new(["hunter2-hunter2"], true).unwrap()),
+            envs: HashMap::new(),
+        };
+        let error = crate::Error::Io(std::io::Error::other(
+            "terraform said: bad password hunter2-hunter2",
+        ));
+        assert_eq!(
+            secrets.mask_error(error).to_string(),
+            "i/o error: terraform said: bad password ***"
+        );
+        let clean = crate::Error::ShuttingDown;
+        assert_eq!(
+            secrets.mask_error(clean).to_string(),
+            "the server is shutting down"
+        );
+    }
+}
