@@ -49,7 +49,11 @@ impl Client {
         &self.base
     }
 
-    async fn send<T: DeserializeOwned>(
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
@@ -88,7 +92,7 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -473,7 +477,7 @@ fn state_path(
 }
 
 /// Percent-encodes a path segment.
-fn enc(segment: &str) -> String {
+pub(crate) fn enc(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         match b {

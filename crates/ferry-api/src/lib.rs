@@ -5,8 +5,10 @@
 //! its internal types into these by hand; a change here is a change to the public API.
 
 mod client;
+mod secrets;
 
 pub use client::{Client, ClientError};
+pub use secrets::{ParamValue, ScopeQuery, SecretInfo, SecretKind, SecretSet};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -30,6 +30,7 @@ enum Wake {
 /// Everything a driver sets up once per run.
 struct Ctx {
     spec: PipelineSpec,
+    secrets: crate::secrets::RunSecrets,
     log: RunLog,
     workdir: PathBuf,
     binary: Option<PathBuf>,
@@ -62,18 +63,39 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
             .await?;
         return Ok(());
     };
+    let secrets = match crate::secrets::resolve(
+        engine,
+        &spec,
+        &run.pipeline_path,
+        &run.project,
+        run.project_id,
+        &run.git_ref,
+    )
+    .await?
+    {
+        Ok(secrets) => secrets,
+        Err(reason) => {
+            store
+                .transition_run(run_id, RunEvent::Fail, Some(&reason), None)
+                .await?;
+            return Ok(());
+        }
+    };
     let log = RunLog::open(&engine.log_path(run_id)).await?;
     *handle.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(log.subscribe());
     let workdir = engine.work_dir(run_id);
     let mut ctx = Ctx {
         spec,
+        secrets,
         log,
         workdir,
         binary: None,
         deployed: Default::default(),
     };
     let mut changed = engine.inner.changed.subscribe();
-    let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed).await;
+    let result = drive_loop(engine, run_id, handle, &mut ctx, &mut changed)
+        .await
+        .map_err(|e| ctx.secrets.mask_error(e));
     let _ = ctx.log.action(0).flush().await;
     let finished = store
         .run(run_id)
@@ -677,6 +699,17 @@ async fn run_action_with(
     let tf_data = ctx.workdir.join("tf").join(&env_name);
     let tf_dir = prepare_workspace(engine, ctx, run, action).await?;
     let mut env = action_env(engine, ctx, run, stage, &tf_data);
+    let _secret_files = ctx
+        .secrets
+        .apply(
+            engine,
+            run.id.0,
+            &stage.environment,
+            stage.kind.as_str(),
+            &ctx.workdir,
+            &mut env,
+        )
+        .await?;
     env.extend(credential.env.iter().cloned());
     let bin = binary.to_string_lossy().into_owned();
     let tf = |args: &[&str]| {
@@ -947,12 +980,12 @@ async fn plan(
     }
     let plan_bytes = tokio::fs::read(&plan_path).await?;
     let sha256 = hex::encode(Sha256::digest(&plan_bytes));
-    let json: serde_json::Value = serde_json::from_slice(&tokio::fs::read(&json_path).await?)
-        .map_err(|e| {
-            Error::Io(std::io::Error::other(format!(
-                "terraform show -json gave invalid JSON: {e}"
-            )))
-        })?;
+    let json_bytes = crate::secrets::mask_file(ctx.secrets.masker(), &json_path).await?;
+    let json: serde_json::Value = serde_json::from_slice(&json_bytes).map_err(|e| {
+        Error::Io(std::io::Error::other(format!(
+            "terraform show -json gave invalid JSON: {e}"
+        )))
+    })?;
     let after = current_state(engine, run, env_name).await?;
     if before != after {
         sys(
@@ -1108,9 +1141,10 @@ async fn exec(
         timeout,
         kill_grace: engine.inner.config.kill_grace,
     };
+    let (stdout_filter, stderr_filter) = crate::secrets::MaskFilter::pair(ctx.secrets.masker());
     let mut log: ActionLog<'_> = ctx.log.action(action.id.0);
     log.line(Stream::Sys, &format!("$ {shown}")).await?;
-    let running = ferry_executor::spawn(&spec)?;
+    let running = ferry_executor::spawn(&spec)?.with_filters(stdout_filter, stderr_filter);
     engine
         .store()
         .set_action_process(action.id, running.pid(), running.start_time())

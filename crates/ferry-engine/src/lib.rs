@@ -14,6 +14,7 @@
 mod driver;
 pub mod git;
 mod requests;
+pub mod secrets;
 pub mod stages;
 pub mod state;
 pub mod terraform;
@@ -91,8 +92,10 @@ pub enum Error {
         path: String,
         diagnostics: Vec<String>,
     },
-    #[error("secret `{name}` is not defined (referenced by {path}; the secret store is not available yet)")]
-    MissingSecret { name: String, path: String },
+    /// A secret or parameter the pipeline references has no value in any scope the run
+    /// may use; `message` names it and the scopes searched.
+    #[error("{message}")]
+    MissingSecret { message: String },
     #[error(transparent)]
     Terraform(#[from] terraform::BinaryError),
     #[error("{0}")]

@@ -95,6 +95,19 @@ impl Engine {
     /// an invalid ferry.yaml, a missing terraform or an unknown environment is an error, not
     /// a failed run.
     pub async fn trigger(&self, actor: &Actor, project: &str, request: &RunRequest) -> Result<Run> {
+        self.trigger_recording(actor, project, request, None).await
+    }
+
+    /// [`Engine::trigger`], recording `recorded_ref` as the run's ref instead of the one the
+    /// commit was resolved from: a promotion pinned to a run's commit still deploys from that
+    /// run's branch (which decides, among other things, which secrets it receives).
+    async fn trigger_recording(
+        &self,
+        actor: &Actor,
+        project: &str,
+        request: &RunRequest,
+        recorded_ref: Option<String>,
+    ) -> Result<Run> {
         self.refuse_when_shutting_down()?;
         for address in request.targets.iter().chain(&request.replaces) {
             check_address(address)?;
@@ -135,7 +148,7 @@ impl Engine {
             project_id: project.id,
             pipeline: spec.name.clone(),
             pipeline_path: path,
-            git_ref,
+            git_ref: recorded_ref.unwrap_or(git_ref),
             commit_sha: commit.clone(),
             spec_yaml: text,
             first_environment: String::new(),
@@ -145,7 +158,7 @@ impl Engine {
             source_run: None,
             commit_author: mirror.commit_author(&commit).await.ok(),
         };
-        self.start_run(actor, &spec, new).await
+        self.start_run(actor, &project.name, &spec, new).await
     }
 
     /// Starts `environment` (and the ones after it) for a commit that already completed
@@ -160,7 +173,7 @@ impl Engine {
         from_run: Option<RunId>,
     ) -> Result<Run> {
         self.refuse_when_shutting_down()?;
-        let (git_ref, pipeline) = match from_run {
+        let (git_ref, pipeline, recorded_ref) = match from_run {
             Some(id) => {
                 let run = self.store().run(id).await?;
                 if run.project != project {
@@ -169,9 +182,9 @@ impl Engine {
                         run.project
                     )));
                 }
-                (Some(run.commit_sha), Some(run.pipeline))
+                (Some(run.commit_sha), Some(run.pipeline), Some(run.git_ref))
             }
-            None => (git_ref.map(str::to_owned), pipeline.map(str::to_owned)),
+            None => (git_ref.map(str::to_owned), pipeline.map(str::to_owned), None),
         };
         let request = RunRequest {
             git_ref,
@@ -189,7 +202,8 @@ impl Engine {
                 "`{environment}` is the pipeline's first environment; there is nothing to promote from (use `ferry run`)"
             )));
         }
-        self.trigger(actor, project, &request).await
+        self.trigger_recording(actor, project, &request, recorded_ref)
+            .await
     }
 
     /// Runs a failed, interrupted or cancelled run again on the same commit, from its first
@@ -245,7 +259,7 @@ impl Engine {
             source_run: Some(run_id),
             commit_author: old.commit_author.clone(),
         };
-        self.start_run(actor, &spec, new).await
+        self.start_run(actor, &old.project, &spec, new).await
     }
 
     /// Returns `environment` to the commit of an earlier run that completed it: `to_run`, or
@@ -310,7 +324,9 @@ impl Engine {
             project_id: project_row.id,
             pipeline: pipeline.clone(),
             pipeline_path: source.pipeline_path.clone(),
-            git_ref: target.commit_sha.clone(),
+            // The branch the returned-to commit was deployed from, not the bare commit id:
+            // the run deploys like that one did (the same branch-limited secrets).
+            git_ref: source.git_ref.clone(),
             commit_sha: target.commit_sha.clone(),
             spec_yaml: text,
             first_environment: String::new(),
@@ -323,7 +339,7 @@ impl Engine {
             source_run: Some(target.run_id),
             commit_author: mirror.commit_author(&target.commit_sha).await.ok(),
         };
-        self.start_run(actor, &spec, new).await
+        self.start_run(actor, &project_row.name, &spec, new).await
     }
 
     /// Approves or rejects the approval a run waits for in `environment`.
@@ -580,12 +596,26 @@ impl Engine {
 
     /// The one place a run is created: stages from the spec and options, checks that need
     /// the spec, then the driver.
-    async fn start_run(&self, actor: &Actor, spec: &PipelineSpec, mut new: NewRun) -> Result<Run> {
-        if let Some(secret) = spec.secrets.first() {
-            return Err(Error::MissingSecret {
-                name: secret.name.clone(),
-                path: new.pipeline_path.clone(),
-            });
+    async fn start_run(
+        &self,
+        actor: &Actor,
+        project: &str,
+        spec: &PipelineSpec,
+        mut new: NewRun,
+    ) -> Result<Run> {
+        // Every secret and parameter the run will need must exist now: a missing one is an
+        // error naming it, not a run that fails halfway.
+        if let Err(message) = crate::secrets::resolve(
+            self,
+            spec,
+            &new.pipeline_path,
+            project,
+            new.project_id,
+            &new.git_ref,
+        )
+        .await?
+        {
+            return Err(Error::MissingSecret { message });
         }
         terraform::check_binary(
             &spec.terraform,

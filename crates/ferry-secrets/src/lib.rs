@@ -6,6 +6,8 @@
 //! - [`token`]: API tokens, which are stored only as SHA-256 hashes.
 //! - [`mod@file`]: atomic, owner-only writes for files such as `admin.token`.
 //! - [`envelope`]: AES-256-GCM envelope encryption of values at rest.
+//! - [`mask`]: streaming masking of secret values (and their common
+//!   encodings) in output.
 //! - [`audit`]: the HMAC hash chain over audit entries and its checkpoint
 //!   outside the database (PRODUCT.md §4 invariant 4).
 //!
@@ -21,6 +23,7 @@ pub mod audit;
 pub mod envelope;
 pub mod file;
 pub mod key;
+pub mod mask;
 pub mod token;
 
 mod error;
@@ -32,4 +35,5 @@ pub use envelope::{Plaintext, Sealed};
 pub use error::Error;
 pub use file::write_secret_file;
 pub use key::{KeySource, MasterKey};
+pub use mask::{MaskError, MaskStream, Masker};
 pub use token::{generate_token, hash_token, looks_like_token, token_matches, NewToken};

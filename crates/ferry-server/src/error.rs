@@ -109,6 +109,7 @@ impl From<ferry_store::Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             E::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            E::Invalid(_) => ApiError::bad_request(e.to_string()),
             _ => ApiError::internal(e),
         }
     }

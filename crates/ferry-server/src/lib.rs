@@ -130,6 +130,18 @@ pub fn app(state: AppState) -> Router {
             "/states/{project}/{environment}/retention",
             put(api::states::state_retention),
         )
+        .route("/secrets", get(api::secrets::secrets_list))
+        .route(
+            "/secrets/{name}",
+            put(api::secrets::secrets_set).delete(api::secrets::secrets_delete),
+        )
+        .route("/params", get(api::secrets::params_list))
+        .route(
+            "/params/{name}",
+            get(api::secrets::params_get)
+                .put(api::secrets::params_set)
+                .delete(api::secrets::params_delete),
+        )
         .route("/openapi.json", get(api::system::openapi));
     Router::new()
         .nest("/api/v1", api)

@@ -26,6 +26,7 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "env",
     "environments",
     "secrets",
+    "params",
     "stages",
     "notify",
 ];
@@ -45,7 +46,7 @@ pub(crate) const ENVIRONMENT_KEYS: &[&str] = &[
     "policy",
 ];
 pub(crate) const APPROVAL_KEYS: &[&str] = &["approvers", "required", "timeout"];
-pub(crate) const SECRET_KEYS: &[&str] = &["name", "as", "file"];
+pub(crate) const SECRET_KEYS: &[&str] = &["name", "as", "file", "stages", "branches"];
 pub(crate) const STAGES_KEYS: &[&str] = &["validate", "test", "verify"];
 /// Stages Ferry runs itself; naming one under `stages` gets its own error.
 const BUILTIN_STAGES: &[&str] = &["plan", "policy", "approval", "apply"];
@@ -127,9 +128,14 @@ pub(crate) fn lower_root(cx: &mut Sink, root: &Node) -> Option<PipelineSpec> {
         Some(e) => lower_environments(cx, e),
         None => Some(vec![implicit_environment()]),
     };
-    let secrets = f
-        .get("secrets")
-        .map_or(Some(Vec::new()), |n| lower_secrets(cx, n));
+    // Secrets and parameters share their targets: one variable or file, one value.
+    let mut targets = HashMap::new();
+    let secrets = f.get("secrets").map_or(Some(Vec::new()), |n| {
+        lower_secrets(cx, n, "secret", &mut targets)
+    });
+    let params = f.get("params").map_or(Some(Vec::new()), |n| {
+        lower_secrets(cx, n, "parameter", &mut targets)
+    });
     let stages = f
         .get("stages")
         .map_or(Some(StagesSpec::default()), |n| lower_stages(cx, n));
@@ -148,6 +154,7 @@ pub(crate) fn lower_root(cx: &mut Sink, root: &Node) -> Option<PipelineSpec> {
         environments: environments?,
         stages: stages?,
         secrets: secrets?,
+        params: params?,
         notify: notify?,
     })
 }
@@ -506,17 +513,21 @@ fn required_count(cx: &mut Sink, node: &Node) -> Option<u32> {
     }
 }
 
-fn lower_secrets(cx: &mut Sink, node: &Node) -> Option<Vec<SecretRef>> {
-    let items = list(cx, node, "a list of secrets")?;
+fn lower_secrets(
+    cx: &mut Sink,
+    node: &Node,
+    what: &str,
+    targets: &mut HashMap<String, (String, usize)>,
+) -> Option<Vec<SecretRef>> {
+    let items = list(cx, node, &format!("a list of {what}s"))?;
     let mut out = Vec::new();
-    let mut targets: HashMap<String, (String, usize)> = HashMap::new();
     let mut ok = true;
     for item in items {
-        let Some(secret) = lower_secret(cx, item) else {
+        let Some(secret) = lower_secret(cx, item, what) else {
             ok = false;
             continue;
         };
-        let (key, what) = match &secret.target {
+        let (key, target_what) = match &secret.target {
             SecretTarget::Env(v) => (format!("env:{v}"), format!("environment variable `{v}`")),
             SecretTarget::File(p) => (format!("file:{p}"), format!("file `{p}`")),
         };
@@ -529,7 +540,7 @@ fn lower_secrets(cx: &mut Sink, node: &Node) -> Option<Vec<SecretRef>> {
         if let Some((first, line)) = targets.get(&key) {
             cx.error(
                 pos,
-                format!("{what} is already the target of secret `{first}`"),
+                format!("{target_what} is already the target of `{first}`"),
             )
             .hint(format!("see line {line}"));
             ok = false;
@@ -541,16 +552,21 @@ fn lower_secrets(cx: &mut Sink, node: &Node) -> Option<Vec<SecretRef>> {
     ok.then_some(out)
 }
 
-fn lower_secret(cx: &mut Sink, node: &Node) -> Option<SecretRef> {
-    let f = fields(cx, node, "in secret", SECRET_KEYS)?;
+fn lower_secret(cx: &mut Sink, node: &Node, what: &str) -> Option<SecretRef> {
+    let place = if what == "secret" {
+        "in secret"
+    } else {
+        "in parameter"
+    };
+    let f = fields(cx, node, place, SECRET_KEYS)?;
     let name = f.require(cx, "name", None).and_then(|n| secret_name(cx, n));
     let target = match (f.entry("as"), f.entry("file")) {
         (Some(_), Some(file)) => {
             cx.error(
                 file.key_pos,
-                "a secret takes either `as` or `file`, not both",
+                format!("a {what} takes either `as` or `file`, not both"),
             )
-            .hint("list the secret twice to get both");
+            .hint(format!("list the {what} twice to get both"));
             None
         }
         (Some(e), None) => string(cx, &e.value)
@@ -560,28 +576,50 @@ fn lower_secret(cx: &mut Sink, node: &Node) -> Option<SecretRef> {
         (None, None) => {
             cx.error(
                 node.pos,
-                "secret needs a target: `as` (an environment variable) or `file` (a path)",
+                format!("{what} needs a target: `as` (an environment variable) or `file` (a path)"),
             )
             .hint("for example `as: TF_VAR_db_password`");
             None
         }
     };
+    let stages = match f.get("stages") {
+        None => Some(Vec::new()),
+        Some(n) => string_list(cx, n, "a stage name").and_then(|stages| {
+            let mut ok = true;
+            let items = match &n.kind {
+                NodeKind::Seq(items) => &items[..],
+                _ => &[],
+            };
+            for (stage, item) in stages.iter().zip(items) {
+                if !crate::model::SECRET_STAGES.contains(&stage.as_str()) {
+                    cx.error(item.pos, format!("unknown stage `{stage}`"))
+                        .hint(format!("one of {}", crate::model::SECRET_STAGES.join(", ")));
+                    ok = false;
+                }
+            }
+            ok.then_some(stages)
+        }),
+    };
+    let branches = f
+        .get("branches")
+        .map_or(Some(Vec::new()), |n| string_list(cx, n, "a branch"));
     Some(SecretRef {
         name: name?,
         target: target?,
+        stages: stages?,
+        branches: branches?,
     })
 }
 
 fn secret_name(cx: &mut Sink, node: &Node) -> Option<String> {
     let text = string(cx, node)?;
-    let valid = !text.is_empty()
-        && text.len() <= 128
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let mut chars = text.chars();
+    let valid = text.len() <= 128
+        && matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         cx.error(node.pos, format!("invalid secret name `{text}`"))
-            .hint("use letters, digits, `_`, `-` and `.`, at most 128 characters");
+            .hint("use letters, digits and `_` like an environment variable, not starting with a digit, at most 128 characters");
         return None;
     }
     Some(text.to_owned())

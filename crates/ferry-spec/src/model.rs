@@ -26,6 +26,8 @@ pub struct PipelineSpec {
     pub environments: Vec<EnvironmentSpec>,
     pub stages: StagesSpec,
     pub secrets: Vec<SecretRef>,
+    /// Parameters (readable values from the same store), mapped like secrets.
+    pub params: Vec<SecretRef>,
     pub notify: Vec<NotifySpec>,
 }
 
@@ -182,12 +184,28 @@ pub struct CommandSpec {
     pub timeout: Option<Duration>,
 }
 
-/// A secret mapped into an action's environment (`as: TF_VAR_x`) or a file (`file: path`).
+/// A secret (or parameter) mapped into an action's environment (`as: TF_VAR_x`) or a file
+/// (`file: path`), optionally only for some stages and some branches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretRef {
     pub name: String,
     pub target: SecretTarget,
+    /// The stages whose actions receive it (`validate`, `plan`, `policy`, `test`, `apply`,
+    /// `verify`); empty means every stage.
+    pub stages: Vec<String>,
+    /// Branch names or globs whose runs receive it; empty means every branch.
+    pub branches: Vec<String>,
 }
+
+impl SecretRef {
+    /// Whether actions of stage `stage` (a `StageKind` name) receive it.
+    pub fn applies_to_stage(&self, stage: &str) -> bool {
+        self.stages.is_empty() || self.stages.iter().any(|s| s == stage)
+    }
+}
+
+/// The stages a secret can be limited to (`approval` runs no action).
+pub const SECRET_STAGES: &[&str] = &["validate", "plan", "policy", "test", "apply", "verify"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SecretTarget {

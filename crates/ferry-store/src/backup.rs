@@ -59,7 +59,8 @@ pub struct Reencrypted {
 
 impl Store {
     /// The commit point of a master key rotation: every version's row moves to its
-    /// re-encrypted blob and the keyring is re-wrapped, in one transaction, audited.
+    /// re-encrypted blob, the keyring and every secret and parameter version are re-wrapped, in
+    /// one transaction, audited.
     pub async fn commit_rotation(
         &self,
         actor: &crate::Actor,
@@ -77,8 +78,13 @@ impl Store {
                 .await?;
         }
         crate::keyring::rewrap(&mut tx, old, new).await?;
-        let entry = crate::AuditEntry::new("admin.rotate_master_key", "master-key")
-            .details(serde_json::json!({ "from": old.id(), "to": new.id(), "state_versions": versions.len() }));
+        let secret_versions = crate::secrets::rewrap(&mut tx, old, new).await?;
+        let entry = crate::AuditEntry::new("admin.rotate_master_key", "master-key").details(
+            serde_json::json!({
+                "from": old.id(), "to": new.id(), "state_versions": versions.len(),
+                "secret_versions": secret_versions,
+            }),
+        );
         let record = self.audit_in(&mut tx, actor, entry).await?;
         tx.commit().await?;
         self.audit_committed(&record)

@@ -23,6 +23,7 @@ mod states;
 
 pub use audit::{AuditEntry, AuditFilter};
 mod runs;
+pub mod secrets;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ pub use events::{Event, EventFilter};
 pub use ferry_core::Actor;
 pub use keyring::keyring_key_id;
 pub use model::*;
+pub use secrets::{Resolved, Scope, SecretKind, SecretMeta, SecretName};
 pub use state_ops::{PrunedVersions, StateListing, VersionInfo};
 pub use states::{NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome};
 
@@ -52,6 +54,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Denied(String),
+    /// Input the caller should have refused (a value too short for a secret, …).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     InvalidTransition(#[from] ferry_core::InvalidTransition),
     #[error("database error: {0}")]

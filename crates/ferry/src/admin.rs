@@ -270,7 +270,7 @@ pub(crate) async fn rotate_master_key(data: &Path) -> Result<ExitCode> {
         let _ = std::fs::remove_file(data.join(blob));
     }
     println!(
-        "master key rotated: {} → {}; {} state versions re-encrypted, the keyring re-wrapped",
+        "master key rotated: {} → {}; {} state versions re-encrypted, the keyring, secrets and parameters re-wrapped",
         old.id(),
         new.id(),
         moved.len()

@@ -571,6 +571,8 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             }
         }
         Command::State(cmd) => return crate::state_cmd::run(g, client, cmd).await,
+        Command::Secret(cmd) => return crate::secret_cmd::run_secret(g, client, cmd).await,
+        Command::Param(cmd) => return crate::secret_cmd::run_param(g, client, cmd).await,
         Command::Token(TokenCmd::Revoke { name }) => {
             let token = client.tokens_revoke(&name).await?;
             if json {

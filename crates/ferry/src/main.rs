@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod delivery_cmd;
 mod policy_cmd;
+mod secret_cmd;
 mod state_cmd;
 
 use std::path::PathBuf;
@@ -185,6 +186,12 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Secrets: write-only values for runs (set, list, rm).
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCmd),
+    /// Parameters: readable configuration values for runs (set, get, list, rm).
+    #[command(subcommand)]
+    Param(secret_cmd::ParamCmd),
     /// Terraform states held by the built-in backend.
     #[command(subcommand)]
     State(state_cmd::StateCmd),
@@ -264,7 +271,7 @@ pub enum AdminCmd {
     Backup { dir: PathBuf },
     /// Restore a backup into the (empty) data dir and verify its audit chain and state versions.
     Restore { dir: PathBuf },
-    /// Re-encrypt every state version under a new master key (server stopped; audited).
+    /// Re-encrypt every state version, secret and parameter under a new master key (server stopped; audited).
     RotateMasterKey,
 }
 

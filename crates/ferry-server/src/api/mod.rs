@@ -6,6 +6,7 @@ pub(crate) mod events;
 pub(crate) mod logs;
 pub(crate) mod projects;
 pub(crate) mod runs;
+pub(crate) mod secrets;
 pub(crate) mod states;
 pub(crate) mod system;
 pub(crate) mod tokens;
@@ -28,6 +29,8 @@ use utoipa::{Modify, OpenApi};
         states::states_list, states::state_show, states::state_versions, states::state_raw, states::state_diff,
         states::state_lock_info, states::state_unlock, states::state_rollback, states::state_push,
         states::state_delete, states::state_retention,
+        secrets::secrets_list, secrets::secrets_set, secrets::secrets_delete,
+        secrets::params_list, secrets::params_get, secrets::params_set, secrets::params_delete,
     ),
     components(schemas(
         ferry_api::ErrorBody, ferry_api::Health, ferry_api::Whoami, ferry_api::ProjectCreate, ferry_api::Project,
@@ -40,6 +43,7 @@ use utoipa::{Modify, OpenApi};
         ferry_api::RunOptions, ferry_api::StateBinding, ferry_api::PromoteCreate, ferry_api::RollbackCreate,
         ferry_api::Deployment, ferry_api::PendingApproval, ferry_api::ApprovalView, ferry_api::Check,
         ferry_api::CheckAction, ferry_api::Event, ferry_api::EventPage, ferry_api::AuditEntry, ferry_api::AuditPage,
+        ferry_api::SecretInfo, ferry_api::SecretSet, ferry_api::ParamValue,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -16,6 +16,8 @@ mod logs;
 mod modes;
 mod promotion;
 mod run_list;
+mod secret_runs;
+mod secrets;
 mod state_backend;
 mod state_ops;
 mod system;

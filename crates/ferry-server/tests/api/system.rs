@@ -228,6 +228,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/states/{project}/{environment}/rollback"),
     ("post", "/api/v1/states/{project}/{environment}/push"),
     ("put", "/api/v1/states/{project}/{environment}/retention"),
+    ("get", "/api/v1/secrets"),
+    ("put", "/api/v1/secrets/{name}"),
+    ("delete", "/api/v1/secrets/{name}"),
+    ("get", "/api/v1/params"),
+    ("get", "/api/v1/params/{name}"),
+    ("put", "/api/v1/params/{name}"),
+    ("delete", "/api/v1/params/{name}"),
 ];
 
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];

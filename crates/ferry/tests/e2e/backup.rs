@@ -105,6 +105,14 @@ fn rotating_the_master_key_keeps_state_readable_and_the_audit_chain_verifiable()
     let before = server.cli(&["state", "pull", "rot/default"]);
     assert_eq!(before.code, 0, "{before:?}");
 
+    // A parameter and a secret, re-wrapped with everything else.
+    assert_eq!(
+        server.cli(&["param", "set", "REGION", "eu-north-1"]).code,
+        0
+    );
+    let set = crate::secrets::cli_stdin(&server, &["secret", "set", "API_KEY"], "rotated-secret\n");
+    assert_eq!(set.code, 0, "{set:?}");
+
     // Refused while the server runs.
     let out = server.cli(&["admin", "rotate-master-key"]);
     assert_eq!(out.code, 2, "{out:?}");
@@ -140,6 +148,10 @@ fn rotating_the_master_key_keeps_state_readable_and_the_audit_chain_verifiable()
         std::fs::read_to_string(server.data.join("master.key")).unwrap(),
         new_key
     );
+
+    // The parameter reads back under the new key.
+    let param = server.cli(&["param", "get", "REGION"]);
+    assert_eq!(param.stdout, "eu-north-1\n", "{param:?}");
 
     // Same state bytes, and the pipeline goes on with its state.
     let after = server.cli(&["state", "pull", "rot/default"]);

@@ -14,6 +14,7 @@ mod crash;
 mod promotion;
 mod policy;
 mod quickstart;
+mod secrets;
 mod shutdown;
 mod state;
 mod state_crash;
