@@ -184,7 +184,11 @@ impl Engine {
                 }
                 (Some(run.commit_sha), Some(run.pipeline), Some(run.git_ref))
             }
-            None => (git_ref.map(str::to_owned), pipeline.map(str::to_owned), None),
+            None => (
+                git_ref.map(str::to_owned),
+                pipeline.map(str::to_owned),
+                None,
+            ),
         };
         let request = RunRequest {
             git_ref,

@@ -94,6 +94,10 @@ pub struct Masker {
     // pattern. A DFA over these few short strings scans much faster than `ac` does, and any
     // match of `ac` starts where one of these does, so `ac` only looks there.
     prefixes: Option<AhoCorasick>,
+    // Invariant: the same first PREFIX_LEN bytes, sorted and deduplicated, so a stream can
+    // tell whether its last few bytes could begin a match (and must wait) or not (and may
+    // go out now: live logs must not lag by a pattern's length).
+    starts: Vec<Zeroizing<Vec<u8>>>,
     patterns: Vec<Zeroizing<Vec<u8>>>,
     token_id: Option<usize>,
     // Invariant: the longest span a match can cover (for tokens, the token).
@@ -148,15 +152,16 @@ impl Masker {
         } else {
             None
         };
+        let mut sorted_starts: Vec<Zeroizing<Vec<u8>>> = patterns
+            .iter()
+            .map(|p| Zeroizing::new(p[..p.len().min(PREFIX_LEN)].to_vec()))
+            .collect();
+        sorted_starts.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        sorted_starts.dedup_by(|a, b| a.as_slice() == b.as_slice());
         let prefixes = if patterns.is_empty() {
             None
         } else {
-            let mut starts: Vec<&[u8]> = patterns
-                .iter()
-                .map(|p| &p[..p.len().min(PREFIX_LEN)])
-                .collect();
-            starts.sort_unstable();
-            starts.dedup();
+            let starts: Vec<&[u8]> = sorted_starts.iter().map(|p| p.as_slice()).collect();
             Some(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
@@ -183,6 +188,7 @@ impl Masker {
         Ok(Masker {
             ac,
             prefixes,
+            starts: sorted_starts,
             patterns,
             token_id,
             max_len,
@@ -295,12 +301,43 @@ impl Masker {
     /// already emitted (kept only as context for matches that straddle them).
     /// Appends what is now safe to emit to `out` and drops what is no longer
     /// needed as context from `buf`. With `last`, everything is emitted.
+    /// Where the bytes that must wait begin: the first position (from `emitted` on) where a
+    /// match could begin and still be incomplete — a whole pattern prefix that more bytes could
+    /// extend into a match, or a tail that is itself the start of a pattern prefix. `len`
+    /// when nothing needs to wait.
+    fn hold_from(&self, buf: &[u8], emitted: usize) -> usize {
+        let len = buf.len();
+        // A match not yet complete ends after `len`, so it starts at or after
+        // `len - (max_len - 1)`: bytes before that can no longer become part of one.
+        // A match that could still grow may also start inside what was already emitted (a
+        // `***`: plain bytes go out only when no match can start at them), and then
+        // everything after `emitted` waits.
+        let window = len.saturating_sub(self.max_len.saturating_sub(1));
+        let mut cut = len;
+        if let Some(prefixes) = &self.prefixes {
+            for hit in prefixes.find_overlapping_iter(&buf[window..]) {
+                cut = cut.min(window + hit.start());
+            }
+        }
+        for s in len.saturating_sub(PREFIX_LEN - 1).max(window)..cut {
+            let tail = &buf[s..];
+            let i = self.starts.partition_point(|p| p.as_slice() < tail);
+            if self.starts.get(i).is_some_and(|p| p.starts_with(tail)) {
+                cut = s;
+                break;
+            }
+        }
+        cut.max(emitted)
+    }
+
     fn step(&self, buf: &mut Vec<u8>, state: &mut StreamState, out: &mut Vec<u8>, last: bool) {
         let keep = self.max_len.saturating_sub(1);
         let len = buf.len();
-        // A match not yet complete ends after `len`, so it starts at or after
-        // `len - keep`: bytes before `cut` can no longer become part of one.
-        let cut = if last { len } else { len.saturating_sub(keep) };
+        let cut = if last {
+            len
+        } else {
+            self.hold_from(buf, state.emitted)
+        };
         let mut pos = state.emitted;
         for (s, e) in self.covered(buf, pos) {
             if e <= pos {
@@ -717,6 +754,25 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "a long first line of output\n*** done\n"
         );
+    }
+
+    /// Live logs: a line that cannot begin any match goes out whole, at once, however long
+    /// the patterns are (the stream does not lag by a pattern's length).
+    #[test]
+    fn stream_emits_lines_that_cannot_begin_a_match_immediately() {
+        let long = "x".repeat(3000);
+        let m = Arc::new(Masker::new([long.as_str(), "hunter22"], true).unwrap());
+        let mut s = MaskStream::new(m);
+        let mut out = Vec::new();
+        s.filter(b"line-1\n", &mut out);
+        assert_eq!(out, b"line-1\n");
+        s.filter(b"token ferr", &mut out);
+        assert_eq!(
+            out, b"line-1\ntoken ",
+            "`ferr` could begin a token: it waits"
+        );
+        s.filter(b"y is a word\n", &mut out);
+        assert_eq!(out, b"line-1\ntoken ferry is a word\n");
     }
 
     fn secret() -> impl Strategy<Value = String> {
