@@ -6,8 +6,11 @@
 //! accept only legal transitions; the store calls them inside the transaction that persists
 //! the change, so an illegal transition can never be written.
 
+mod access;
 mod ids;
 mod status;
+
+pub use access::{Grant, Grants, Permission, Role, Target};
 
 pub use ids::{ActionId, ParseIdError, RunId, RunNumber, StageId};
 pub use status::{
@@ -62,8 +65,7 @@ pub enum ApprovalDenied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRule {
     /// Identities allowed to approve; empty means anyone (other than the triggerer).
-    /// `team:NAME` entries name teams, which arrive with users and teams; until then they
-    /// match nobody.
+    /// `team:NAME` entries match every member of that team (see [`ApprovalRule::check_member`]).
     pub approvers: Vec<String>,
     pub required: u32,
 }
@@ -71,12 +73,30 @@ pub struct ApprovalRule {
 impl ApprovalRule {
     /// Whether `approver` may decide on a run that `triggered_by` started.
     pub fn check(&self, triggered_by: &str, approver: &str) -> Result<(), ApprovalDenied> {
+        self.check_member(triggered_by, approver, &[])
+    }
+
+    /// Like [`ApprovalRule::check`], for an approver who belongs to `teams`: a `team:NAME`
+    /// entry matches the members of team `NAME`.
+    pub fn check_member(
+        &self,
+        triggered_by: &str,
+        approver: &str,
+        teams: &[String],
+    ) -> Result<(), ApprovalDenied> {
         may_approve(triggered_by, approver)?;
-        if !self.approvers.is_empty() && !self.approvers.iter().any(|a| a == approver) {
+        let listed = |entry: &String| match entry.strip_prefix(Self::TEAM_PREFIX) {
+            Some(team) => teams.iter().any(|t| t == team),
+            None => entry == approver,
+        };
+        if !self.approvers.is_empty() && !self.approvers.iter().any(listed) {
             return Err(ApprovalDenied::NotAnApprover);
         }
         Ok(())
     }
+
+    /// The prefix of approver entries that name a team.
+    pub const TEAM_PREFIX: &'static str = "team:";
 
     /// Whether `approvals` distinct approvals satisfy the rule.
     pub fn satisfied_by(&self, approvals: u32) -> bool {
@@ -134,6 +154,22 @@ mod tests {
         assert_eq!(listed.check("alice", "carol"), Ok(()));
         assert_eq!(
             listed.check("carol", "carol"),
+            Err(ApprovalDenied::SelfApproval)
+        );
+        // Team entries match members only.
+        let leads = ["leads".to_owned()];
+        assert_eq!(listed.check_member("alice", "dave", &leads), Ok(()));
+        assert_eq!(
+            listed.check_member("alice", "dave", &["platform".to_owned()]),
+            Err(ApprovalDenied::NotAnApprover)
+        );
+        assert_eq!(
+            listed.check("alice", "team:leads"),
+            Err(ApprovalDenied::NotAnApprover),
+            "a user literally named like a team entry is not a member"
+        );
+        assert_eq!(
+            listed.check_member("dave", "dave", &leads),
             Err(ApprovalDenied::SelfApproval)
         );
         assert!(!listed.satisfied_by(1));

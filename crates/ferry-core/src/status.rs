@@ -43,6 +43,7 @@ macro_rules! closed_set {
         }
     };
 }
+pub(crate) use closed_set;
 
 closed_set!(
     /// The status of a whole run.
@@ -163,9 +164,9 @@ impl std::error::Error for InvalidTransition {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownName {
-    kind: &'static str,
-    text: String,
-    expected: &'static [&'static str],
+    pub(crate) kind: &'static str,
+    pub(crate) text: String,
+    pub(crate) expected: &'static [&'static str],
 }
 
 impl fmt::Display for UnknownName {

@@ -350,6 +350,10 @@ impl Store {
         if filter.before.is_some() {
             sql.push_str(" AND runs.id < ?");
         }
+        if let Some(visible) = &filter.visible {
+            let marks = vec!["?"; visible.len()].join(", ");
+            sql.push_str(&format!(" AND projects.name IN ({marks})"));
+        }
         sql.push_str(" ORDER BY runs.id DESC LIMIT ?");
         let mut query = sqlx::query(&sql);
         if let Some(project) = &filter.project {
@@ -360,6 +364,9 @@ impl Store {
         }
         if let Some(before) = filter.before {
             query = query.bind(before.0);
+        }
+        for project in filter.visible.iter().flatten() {
+            query = query.bind(project);
         }
         let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
         rows.iter().map(run_row).collect()
@@ -595,7 +602,9 @@ impl Store {
         let mut tx = self.write().await?;
         let run = load_run(&mut tx, run_id).await?;
         let target = format!("run/{run_id}");
-        let denied = if let Err(denied) = rule.check(&run.triggered_by, &actor.name) {
+        let teams = crate::identity::user_teams_in(&mut tx, &actor.name).await?;
+        let denied = if let Err(denied) = rule.check_member(&run.triggered_by, &actor.name, &teams)
+        {
             Some(Error::Denied(denied.to_string()))
         } else {
             None

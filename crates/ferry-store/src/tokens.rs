@@ -6,7 +6,7 @@ use sqlx::Row;
 use crate::audit::AuditEntry;
 use crate::{now, Actor, Error, Project, Result, Store, Token};
 
-fn token_row(r: &SqliteRow) -> Token {
+pub(crate) fn token_row(r: &SqliteRow) -> Token {
     let scope = match (
         r.get::<Option<i64>, _>("run_id"),
         r.get::<Option<i64>, _>("scope_project_id"),
@@ -30,6 +30,8 @@ fn token_row(r: &SqliteRow) -> Token {
         created_by: r.get("created_by"),
         revoked_at: r.get("revoked_at"),
         last_used_at: r.get("last_used_at"),
+        user_id: r.get("user_id"),
+        expires_at: r.get("expires_at"),
     }
 }
 
