@@ -196,6 +196,60 @@ impl Client {
         self.get("/api/v1/tokens").await
     }
 
+    pub async fn users_list(&self) -> Result<Vec<User>, ClientError> {
+        self.get("/api/v1/users").await
+    }
+
+    pub async fn users_create(&self, body: &UserCreate) -> Result<User, ClientError> {
+        self.post("/api/v1/users", body).await
+    }
+
+    pub async fn users_update(&self, name: &str, body: &UserUpdate) -> Result<User, ClientError> {
+        self.send(
+            self.http
+                .patch(self.url(&format!("/api/v1/users/{}", enc(name))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn teams_list(&self) -> Result<Vec<Team>, ClientError> {
+        self.get("/api/v1/teams").await
+    }
+
+    pub async fn teams_create(&self, body: &TeamCreate) -> Result<Team, ClientError> {
+        self.post("/api/v1/teams", body).await
+    }
+
+    pub async fn team_members_add(&self, team: &str, user: &str) -> Result<Team, ClientError> {
+        let body = TeamMember {
+            user: user.to_owned(),
+        };
+        self.post(&format!("/api/v1/teams/{}/members", enc(team)), &body)
+            .await
+    }
+
+    pub async fn team_members_remove(&self, team: &str, user: &str) -> Result<Team, ClientError> {
+        self.send(self.http.delete(self.url(&format!(
+            "/api/v1/teams/{}/members/{}",
+            enc(team),
+            enc(user)
+        ))))
+        .await
+    }
+
+    pub async fn grants_list(&self) -> Result<Vec<RoleGrant>, ClientError> {
+        self.get("/api/v1/grants").await
+    }
+
+    pub async fn grants_create(&self, body: &RoleGrant) -> Result<RoleGrant, ClientError> {
+        self.post("/api/v1/grants", body).await
+    }
+
+    pub async fn grants_revoke(&self, body: &RoleGrant) -> Result<RoleGrant, ClientError> {
+        self.post("/api/v1/grants/revoke", body).await
+    }
+
     pub async fn states_list(
         &self,
         project: Option<&str>,

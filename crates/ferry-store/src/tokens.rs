@@ -241,3 +241,18 @@ impl Store {
         Ok(rows.iter().map(project_row).collect())
     }
 }
+
+impl Store {
+    /// The name of the project with this id (for a run credential's scope).
+    pub async fn project_name(&self, id: i64) -> Result<String> {
+        sqlx::query("SELECT name FROM projects WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::NotFound {
+                what: "project",
+                id: id.to_string(),
+            })
+    }
+}

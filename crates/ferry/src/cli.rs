@@ -120,6 +120,14 @@ fn server_config(g: &Global, args: &ServerArgs) -> Result<Config> {
             .map(PathBuf::from),
         shutdown_grace: args.shutdown_grace.clone(),
         kill_grace: args.kill_grace.clone(),
+        public_url: args.public_url.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        insecure_cookies: args.insecure_cookies.then_some(true),
+        admin_password: std::env::var("FERRY_ADMIN_PASSWORD")
+            .ok()
+            .filter(|v| !v.is_empty()),
     };
     Config::resolve(file, over)
 }
@@ -148,6 +156,8 @@ async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
         shutdown_grace: config.shutdown_grace,
         path_var: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         passthrough_env,
+        access: config.access.clone(),
+        tls: config.tls.clone(),
     };
     let server = ferry_server::start(server_config)
         .await
@@ -443,7 +453,11 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             }
         }
         Command::Token(TokenCmd::Create { name, admin }) => {
-            let created = client.tokens_create(&TokenCreate { name, admin }).await?;
+            let created = client.tokens_create(&TokenCreate {
+                    name,
+                    admin,
+                    ..Default::default()
+                }).await?;
             if json {
                 print_json(&created)?;
             } else {

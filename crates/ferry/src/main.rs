@@ -134,6 +134,21 @@ pub struct ServerArgs {
     /// After SIGTERM to an action's process group, how long before SIGKILL.
     #[arg(long, env = "FERRY_KILL_GRACE")]
     pub kill_grace: Option<String>,
+    /// The URL users reach Ferry at, when a proxy stands in front of it.
+    #[arg(long, env = "FERRY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Comma-separated addresses of reverse proxies whose X-Forwarded-For is believed.
+    #[arg(long, env = "FERRY_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "FERRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FERRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Session cookies without the Secure flag: only for plain HTTP on loopback.
+    #[arg(long, env = "FERRY_INSECURE_COOKIES")]
+    pub insecure_cookies: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! The `/api/v1` routes, one module per resource, and the OpenAPI document built from their
 //! annotations.
 
+pub(crate) mod identity;
 pub(crate) mod logs;
 pub(crate) mod projects;
 pub(crate) mod runs;
@@ -20,6 +21,9 @@ use utoipa::{Modify, OpenApi};
         runs::runs_create, runs::runs_list, runs::runs_get, runs::runs_cancel, runs::approvals_create,
         logs::logs_get, logs::logs_stream,
         tokens::tokens_create, tokens::tokens_list, tokens::tokens_revoke,
+        identity::login, identity::logout, identity::users_list, identity::users_create, identity::users_update,
+        identity::teams_list, identity::teams_create, identity::team_members_add, identity::team_members_remove,
+        identity::grants_list, identity::grants_create, identity::grants_revoke,
         states::states_list, states::state_show, states::state_versions, states::state_raw, states::state_diff,
         states::state_lock_info, states::state_unlock, states::state_rollback, states::state_push,
         states::state_delete, states::state_retention,
@@ -32,6 +36,8 @@ use utoipa::{Modify, OpenApi};
         ferry_api::EnvironmentQueue, ferry_api::TokenCreate, ferry_api::Token, ferry_api::TokenCreated,
         ferry_api::StateLock, ferry_api::StateVersion, ferry_api::StateSummary, ferry_api::StateResource,
         ferry_api::StateDetail, ferry_api::StateDiff, ferry_api::StateRollback, ferry_api::StateRetention,
+        ferry_api::User, ferry_api::UserCreate, ferry_api::UserUpdate, ferry_api::Team, ferry_api::TeamCreate,
+        ferry_api::TeamMember, ferry_api::RoleGrant, ferry_api::Login, ferry_api::SessionInfo,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

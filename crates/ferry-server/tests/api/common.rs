@@ -83,6 +83,11 @@ impl TestServer {
             shutdown_grace: Duration::from_secs(5),
             path_var: ferry_test_support::path_with_terraform(),
             passthrough_env,
+            access: ferry_server::AccessConfig {
+                cookie_secure: false,
+                ..Default::default()
+            },
+            tls: None,
         };
         let server = ferry_server::start(config).await.expect("server starts");
         let url = server.url.clone();
@@ -139,7 +144,7 @@ impl TestServer {
             .admin
             .tokens_create(&ferry_api::TokenCreate {
                 name: name.to_owned(),
-                admin: false,
+                ..Default::default()
             })
             .await
             .expect("create token");
