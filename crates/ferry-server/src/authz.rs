@@ -70,7 +70,12 @@ pub(crate) struct Rule {
     pub target: &'static str,
 }
 
-const fn rule(method: &'static str, path: &'static str, permission: Permission, scope: Scope) -> Rule {
+const fn rule(
+    method: &'static str,
+    path: &'static str,
+    permission: Permission,
+    scope: Scope,
+) -> Rule {
     Rule {
         method,
         path,
@@ -117,8 +122,13 @@ pub(crate) static RULES: &[Rule] = &[
     rule("GET", "/api/v1/runs", Read, Anyone),
     rule("GET", "/api/v1/runs/{id}", Read, Run),
     rule("POST", "/api/v1/runs/{id}/cancel", Operate, Run).audited("run.cancel", "run/{id}"),
-    rule("POST", "/api/v1/runs/{id}/approvals", Approve, RunEnvironment("environment"))
-        .audited("run.decide", "run/{id}"),
+    rule(
+        "POST",
+        "/api/v1/runs/{id}/approvals",
+        Approve,
+        RunEnvironment("environment"),
+    )
+    .audited("run.decide", "run/{id}"),
     rule("GET", "/api/v1/runs/{id}/logs", Read, Run),
     rule("GET", "/api/v1/runs/{id}/logs/stream", Read, Run),
     rule("GET", "/api/v1/tokens", Read, Anyone),
@@ -129,39 +139,103 @@ pub(crate) static RULES: &[Rule] = &[
     rule("PATCH", "/api/v1/users/{name}", Admin, Global).audited("user.update", "user/{name}"),
     rule("GET", "/api/v1/teams", Admin, Global),
     rule("POST", "/api/v1/teams", Admin, Global).audited("team.create", "team"),
-    rule("POST", "/api/v1/teams/{team}/members", Admin, Global)
-        .audited("team.add", "team/{team}"),
-    rule("DELETE", "/api/v1/teams/{team}/members/{user}", Admin, Global)
-        .audited("team.remove", "team/{team}"),
+    rule("POST", "/api/v1/teams/{team}/members", Admin, Global).audited("team.add", "team/{team}"),
+    rule(
+        "DELETE",
+        "/api/v1/teams/{team}/members/{user}",
+        Admin,
+        Global,
+    )
+    .audited("team.remove", "team/{team}"),
     rule("GET", "/api/v1/grants", Admin, Global),
     rule("POST", "/api/v1/grants", Admin, Global).audited("role.grant", "grants"),
     rule("POST", "/api/v1/grants/revoke", Admin, Global).audited("role.revoke", "grants"),
     rule("GET", "/api/v1/states", Read, Anyone),
-    rule("GET", "/api/v1/states/{project}/{environment}", Read, Environment),
-    rule("DELETE", "/api/v1/states/{project}/{environment}", Admin, Environment)
-        .audited("state.delete", "state/{project}/{environment}"),
-    rule("GET", "/api/v1/states/{project}/{environment}/versions", Read, Environment),
-    rule("GET", "/api/v1/states/{project}/{environment}/raw", ReadRaw, Environment)
-        .audited("state.pull", "state/{project}/{environment}"),
-    rule("GET", "/api/v1/states/{project}/{environment}/diff", Read, Environment),
-    rule("GET", "/api/v1/states/{project}/{environment}/lock", Read, Environment),
-    rule("DELETE", "/api/v1/states/{project}/{environment}/lock", Admin, Environment)
-        .audited("state.force_unlock", "state/{project}/{environment}"),
-    rule("POST", "/api/v1/states/{project}/{environment}/rollback", Admin, Environment)
-        .audited("state.rollback", "state/{project}/{environment}"),
-    rule("POST", "/api/v1/states/{project}/{environment}/push", Operate, Environment)
-        .force_needs_admin()
-        .audited("state.push", "state/{project}/{environment}"),
-    rule("PUT", "/api/v1/states/{project}/{environment}/retention", Admin, Environment)
-        .audited("state.retention", "state/{project}/{environment}"),
+    rule(
+        "GET",
+        "/api/v1/states/{project}/{environment}",
+        Read,
+        Environment,
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/states/{project}/{environment}",
+        Admin,
+        Environment,
+    )
+    .audited("state.delete", "state/{project}/{environment}"),
+    rule(
+        "GET",
+        "/api/v1/states/{project}/{environment}/versions",
+        Read,
+        Environment,
+    ),
+    rule(
+        "GET",
+        "/api/v1/states/{project}/{environment}/raw",
+        ReadRaw,
+        Environment,
+    )
+    .audited("state.pull", "state/{project}/{environment}"),
+    rule(
+        "GET",
+        "/api/v1/states/{project}/{environment}/diff",
+        Read,
+        Environment,
+    ),
+    rule(
+        "GET",
+        "/api/v1/states/{project}/{environment}/lock",
+        Read,
+        Environment,
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/states/{project}/{environment}/lock",
+        Admin,
+        Environment,
+    )
+    .audited("state.force_unlock", "state/{project}/{environment}"),
+    rule(
+        "POST",
+        "/api/v1/states/{project}/{environment}/rollback",
+        Admin,
+        Environment,
+    )
+    .audited("state.rollback", "state/{project}/{environment}"),
+    rule(
+        "POST",
+        "/api/v1/states/{project}/{environment}/push",
+        Operate,
+        Environment,
+    )
+    .force_needs_admin()
+    .audited("state.push", "state/{project}/{environment}"),
+    rule(
+        "PUT",
+        "/api/v1/states/{project}/{environment}/retention",
+        Admin,
+        Environment,
+    )
+    .audited("state.retention", "state/{project}/{environment}"),
     rule("*", "/tf/state/{project}/{environment}", Operate, Backend)
         .force_needs_admin()
         .audited("state.backend", "state/{project}/{environment}"),
-    rule("*", "/tf/state/{project}/{environment}/{name}", Operate, Backend)
-        .force_needs_admin()
-        .audited("state.backend", "state/{project}/{environment}/{name}"),
-    rule("*", "/tf/state/{project}/{environment}/{name}/lock", Operate, Backend)
-        .audited("state.backend", "state/{project}/{environment}/{name}"),
+    rule(
+        "*",
+        "/tf/state/{project}/{environment}/{name}",
+        Operate,
+        Backend,
+    )
+    .force_needs_admin()
+    .audited("state.backend", "state/{project}/{environment}/{name}"),
+    rule(
+        "*",
+        "/tf/state/{project}/{environment}/{name}/lock",
+        Operate,
+        Backend,
+    )
+    .audited("state.backend", "state/{project}/{environment}/{name}"),
 ];
 
 /// The rule for a route, if there is one.
@@ -239,13 +313,18 @@ pub(crate) async fn authorise(
 
 async fn decide(state: &AppState, request: Request) -> Result<Request, Response> {
     let method = request.method().clone();
-    let Some(route) = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned())
+    let Some(route) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
     else {
         return Ok(request);
     };
     let Some(rule) = rule_for(method.as_str(), &route) else {
-        return Err(ApiError::internal(format!("no authorisation rule for {method} {route}"))
-            .into_response());
+        return Err(
+            ApiError::internal(format!("no authorisation rule for {method} {route}"))
+                .into_response(),
+        );
     };
     if rule.scope == Scope::Public {
         return Ok(request);
@@ -279,10 +358,14 @@ async fn decide(state: &AppState, request: Request) -> Result<Request, Response>
             .into_response());
         }
     }
-    let params: Vec<(String, String)> = match RawPathParams::from_request_parts(&mut parts, state).await {
-        Ok(raw) => raw.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        Err(_) => Vec::new(),
-    };
+    let params: Vec<(String, String)> =
+        match RawPathParams::from_request_parts(&mut parts, state).await {
+            Ok(raw) => raw
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
     let param = |name: &str| {
         params
             .iter()
@@ -367,10 +450,7 @@ async fn decide(state: &AppState, request: Request) -> Result<Request, Response>
         }
     };
     if let Some(target) = target {
-        let refusal = if target
-            .project()
-            .is_some_and(|p| !identity.sees(p))
-        {
+        let refusal = if target.project().is_some_and(|p| !identity.sees(p)) {
             Some(match (rule.scope, project.as_deref()) {
                 (Scope::Run | Scope::RunEnvironment(_), _) => {
                     hidden("run", param("id").unwrap_or_default())
@@ -380,8 +460,12 @@ async fn decide(state: &AppState, request: Request) -> Result<Request, Response>
             })
         } else if !identity.allows(permission, &target) {
             Some(ApiError::forbidden(match target {
-                Target::Global => format!("this needs the {permission} permission on Ferry as a whole (an admin)"),
-                Target::Project(p) => format!("this needs the {permission} permission in project {p}"),
+                Target::Global => {
+                    format!("this needs the {permission} permission on Ferry as a whole (an admin)")
+                }
+                Target::Project(p) => {
+                    format!("this needs the {permission} permission in project {p}")
+                }
                 Target::Environment(p, e) => {
                     format!("this needs the {permission} permission in {p}/{e}")
                 }
@@ -436,7 +520,12 @@ mod tests {
     fn every_rule_is_unique_and_names_the_parameters_it_uses() {
         let mut seen = std::collections::BTreeSet::new();
         for r in RULES {
-            assert!(seen.insert((r.method, r.path)), "duplicate rule {} {}", r.method, r.path);
+            assert!(
+                seen.insert((r.method, r.path)),
+                "duplicate rule {} {}",
+                r.method,
+                r.path
+            );
             let needs: &[&str] = match r.scope {
                 Scope::Project => &["{project}"],
                 Scope::Run | Scope::RunEnvironment(_) => &["{id}"],
@@ -448,7 +537,12 @@ mod tests {
             }
             let mutating = !matches!(r.method, "GET");
             if mutating && !matches!(r.scope, Scope::Public | Scope::Anyone) {
-                assert!(!r.action.is_empty(), "{} {} has no audit action", r.method, r.path);
+                assert!(
+                    !r.action.is_empty(),
+                    "{} {} has no audit action",
+                    r.method,
+                    r.path
+                );
             }
         }
     }
@@ -460,7 +554,10 @@ mod tests {
         assert_eq!(backend_permission(&m("POST"), false, None), Operate);
         assert_eq!(backend_permission(&m("LOCK"), false, None), Operate);
         assert_eq!(backend_permission(&m("DELETE"), false, None), Admin);
-        assert_eq!(backend_permission(&m("DELETE"), false, Some("lock")), Operate);
+        assert_eq!(
+            backend_permission(&m("DELETE"), false, Some("lock")),
+            Operate
+        );
         assert_eq!(backend_permission(&m("DELETE"), true, Some("net")), Operate);
         assert!(forced(Some("ID=1&force=true")));
         assert!(!forced(Some("forced=true")));

@@ -453,11 +453,13 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             }
         }
         Command::Token(TokenCmd::Create { name, admin }) => {
-            let created = client.tokens_create(&TokenCreate {
+            let created = client
+                .tokens_create(&TokenCreate {
                     name,
                     admin,
                     ..Default::default()
-                }).await?;
+                })
+                .await?;
             if json {
                 print_json(&created)?;
             } else {

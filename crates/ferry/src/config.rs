@@ -163,12 +163,17 @@ impl Config {
             None => file.trusted_proxies.unwrap_or_default(),
         };
         for proxy in proxies {
-            access.trusted_proxies.push(proxy.parse().with_context(|| {
-                format!("trusted proxy `{proxy}` is not an IP address")
-            })?);
+            access.trusted_proxies.push(
+                proxy
+                    .parse()
+                    .with_context(|| format!("trusted proxy `{proxy}` is not an IP address"))?,
+            );
         }
         access.admin_password = over.admin_password;
-        let tls = match (over.tls_cert.or(file.tls_cert), over.tls_key.or(file.tls_key)) {
+        let tls = match (
+            over.tls_cert.or(file.tls_cert),
+            over.tls_key.or(file.tls_key),
+        ) {
             (Some(cert), Some(key)) => Some(ferry_server::TlsFiles { cert, key }),
             (None, None) => None,
             _ => bail!("give both --tls-cert and --tls-key, or neither"),

@@ -152,13 +152,14 @@ async fn login_inner(state: &AppState, request: Request) -> ApiResult<Response> 
     let session = store
         .create_session(&actor, &user, &cookie_value.hash, absolute)
         .await?;
-    let cookie = cookie::Cookie::build((state.access.cookie_name(), cookie_value.plaintext.clone()))
-        .http_only(true)
-        .secure(state.access.cookie_secure)
-        .same_site(cookie::SameSite::Strict)
-        .path("/")
-        .max_age(cookie::time::Duration::seconds(absolute.num_seconds()))
-        .build();
+    let cookie =
+        cookie::Cookie::build((state.access.cookie_name(), cookie_value.plaintext.clone()))
+            .http_only(true)
+            .secure(state.access.cookie_secure)
+            .same_site(cookie::SameSite::Strict)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(absolute.num_seconds()))
+            .build();
     let body = api::SessionInfo {
         user: user.name,
         csrf_token: csrf_token(&cookie_value.plaintext),
@@ -175,7 +176,10 @@ async fn login_inner(state: &AppState, request: Request) -> ApiResult<Response> 
 /// Ends the caller's browser session on the server and clears its cookie.
 #[utoipa::path(post, path = "/api/v1/logout",
     responses((status = 204, description = "Session ended"), (status = 400, body = api::ErrorBody), (status = 401, body = api::ErrorBody)))]
-pub(crate) async fn logout(State(state): State<AppState>, identity: Identity) -> ApiResult<Response> {
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    identity: Identity,
+) -> ApiResult<Response> {
     let Credential::Session { id, .. } = identity.credential else {
         return Err(ApiError::bad_request(
             "logout ends a browser session; revoke a token with DELETE /api/v1/tokens/{name}",

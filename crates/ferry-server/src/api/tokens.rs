@@ -18,9 +18,8 @@ pub(crate) fn parse_grants(entries: &[String]) -> Result<Vec<Grant>, ApiError> {
     entries
         .iter()
         .map(|e| {
-            let grant = Grant::parse(e).map_err(|m| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_grant", m)
-            })?;
+            let grant = Grant::parse(e)
+                .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_grant", m))?;
             if let Some(p) = &grant.project {
                 super::projects::check_name("project", p)?;
             }
@@ -81,7 +80,9 @@ pub(crate) async fn tokens_create(
         }
         if let Some(expires) = &body.expires_at {
             let at = chrono::DateTime::parse_from_rfc3339(expires).map_err(|e| {
-                invalid(format!("expires_at `{expires}` is not an RFC 3339 time: {e}"))
+                invalid(format!(
+                    "expires_at `{expires}` is not an RFC 3339 time: {e}"
+                ))
             })?;
             if at <= chrono::Utc::now() {
                 return Err(invalid(format!("expires_at `{expires}` is in the past")));

@@ -187,7 +187,7 @@ async fn metrics_count_runs_by_status_and_time_actions_and_requests() {
 
 /// Every (method, path) the router serves. Keep in sync with `app()`; the test below checks
 /// this list against the source of `app()`, the OpenAPI document and the live router.
-const ROUTES: &[(&str, &str)] = &[
+pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
