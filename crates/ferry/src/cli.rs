@@ -452,12 +452,31 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 }
             }
         }
-        Command::Token(TokenCmd::Create { name, admin }) => {
+        Command::Token(TokenCmd::Create {
+            name,
+            admin,
+            user,
+            scope,
+            expires,
+        }) => {
+            let expires_at = match expires {
+                Some(text) => {
+                    let lifetime = humantime::parse_duration(&text).with_context(|| {
+                        format!("--expires: `{text}` is not a duration (e.g. 30d, 12h)")
+                    })?;
+                    let at = chrono::Utc::now()
+                        + chrono::Duration::from_std(lifetime).context("--expires is too long")?;
+                    Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                }
+                None => None,
+            };
             let created = client
                 .tokens_create(&TokenCreate {
                     name,
                     admin,
-                    ..Default::default()
+                    user,
+                    scopes: scope,
+                    expires_at,
                 })
                 .await?;
             if json {
@@ -481,19 +500,30 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                     } else {
                         "active"
                     };
-                    let role = if t.admin { "admin" } else { "user" };
+                    let role = match (&t.user, t.admin) {
+                        (_, true) => "admin".to_owned(),
+                        (Some(user), _) => format!("user {user}"),
+                        (None, _) if t.scopes.is_empty() => "approver".to_owned(),
+                        (None, _) => t.scopes.join(","),
+                    };
                     out!(
-                        "{:<20} {:<14} {:<6} {:<8} last used {}",
+                        "{:<20} {:<14} {:<24} {:<8} expires {} last used {}",
                         t.name,
                         t.hint,
                         role,
                         state,
+                        t.expires_at.as_deref().unwrap_or("never"),
                         t.last_used_at.as_deref().unwrap_or("never")
                     );
                 }
             }
         }
         Command::State(cmd) => return crate::state_cmd::run(g, client, cmd).await,
+        Command::User(cmd) => return crate::identity_cmd::user(g, client, cmd).await,
+        Command::Team(cmd) => return crate::identity_cmd::team(g, client, cmd).await,
+        Command::Grant(args) => return crate::identity_cmd::grant(g, client, args, true).await,
+        Command::Revoke(args) => return crate::identity_cmd::grant(g, client, args, false).await,
+        Command::Grants => return crate::identity_cmd::grants(g, client).await,
         Command::Token(TokenCmd::Revoke { name }) => {
             let token = client.tokens_revoke(&name).await?;
             if json {

@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod config;
+mod identity_cmd;
 mod state_cmd;
 
 use std::path::PathBuf;
@@ -103,9 +104,21 @@ pub enum Command {
     Reject(DecisionArgs),
     /// Who holds each environment and who waits for it.
     Queue,
-    /// Manage API tokens.
+    /// Manage API tokens (personal and service).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage users (admin).
+    #[command(subcommand)]
+    User(identity_cmd::UserCmd),
+    /// Manage teams (admin).
+    #[command(subcommand)]
+    Team(identity_cmd::TeamCmd),
+    /// Grant a role to a user or a team (admin).
+    Grant(identity_cmd::GrantArgs),
+    /// Take a role away from a user or a team (admin).
+    Revoke(identity_cmd::GrantArgs),
+    /// List every role grant (admin).
+    Grants,
     /// Terraform states held by the built-in backend.
     #[command(subcommand)]
     State(state_cmd::StateCmd),
@@ -178,8 +191,19 @@ pub enum TokenCmd {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long)]
+        /// A service token that is a global admin.
+        #[arg(long, conflicts_with_all = ["user", "scope"])]
         admin: bool,
+        /// A personal token of this user (yourself, or anyone for an admin).
+        #[arg(long)]
+        user: Option<String>,
+        /// ROLE[@PROJECT[/ENVIRONMENT]], repeatable: a service token's grants, or the limit
+        /// of a personal token. A service token without scopes is an approver everywhere.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Lifetime, e.g. 30d or 12h (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
     },
     List,
     Revoke {
