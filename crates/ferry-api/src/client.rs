@@ -41,6 +41,15 @@ impl Client {
         }
     }
 
+    /// A client over a given HTTP client (for a private CA, a proxy, timeouts).
+    pub fn with_http(http: reqwest::Client, base: &str, token: &str) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+        }
+    }
+
     pub fn token(&self) -> &str {
         &self.token
     }

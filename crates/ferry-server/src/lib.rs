@@ -320,6 +320,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     AdminPassword(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Where a master key rotation keeps the new key until it commits.
@@ -360,6 +362,23 @@ pub struct Server {
     pub listener: tokio::net::TcpListener,
     pub url: String,
     config: ServerConfig,
+    /// Present when Ferry terminates TLS itself.
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+}
+
+/// Loads the certificate chain and key of `--tls-cert`/`--tls-key` (rustls with *ring*).
+async fn load_tls(files: &TlsFiles) -> Result<axum_server::tls_rustls::RustlsConfig, StartError> {
+    // Several servers in one process (tests) share the process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .map_err(|e| {
+            StartError::Tls(format!(
+                "{} / {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        })
 }
 
 /// Opens the data dir, key and store, creates the bootstrap admin token on first start,
@@ -408,13 +427,26 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             source,
         })?;
     let local = listener.local_addr()?;
-    let url = format!("http://{local}");
+    let tls = match &config.tls {
+        Some(files) => Some(load_tls(files).await?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{local}");
+    // Actions reach the state backend at the public URL when one is set (a certificate is
+    // issued for that name, not for the listener's address).
+    let backend_url = config
+        .access
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| url.clone());
     let engine_config = EngineConfig {
         data_dir: dir.clone(),
         kill_grace: config.kill_grace,
         path_var: config.path_var.clone(),
         passthrough_env: config.passthrough_env.clone(),
-        backend_url: url.clone(),
+        backend_url,
     };
     let master = Arc::new(master);
     let engine = Engine::new(engine_config, store, master.clone());
@@ -437,6 +469,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         listener,
         url,
         config,
+        tls,
     })
 }
 
@@ -456,8 +489,26 @@ impl Server {
         });
         let pruner = tokio::spawn(prune_state_versions(state.clone()));
         let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { token.cancelled().await });
+        let http: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+            match self.tls {
+                None => Box::pin(std::future::IntoFuture::into_future(
+                    axum::serve(self.listener, router)
+                        .with_graceful_shutdown(async move { token.cancelled().await }),
+                )),
+                Some(tls) => {
+                    let handle = axum_server::Handle::new();
+                    let stopper = handle.clone();
+                    tokio::spawn(async move {
+                        token.cancelled().await;
+                        stopper.graceful_shutdown(None);
+                    });
+                    Box::pin(
+                        axum_server::from_tcp_rustls(self.listener.into_std()?, tls)
+                            .handle(handle)
+                            .serve(router),
+                    )
+                }
+            };
         let engine = state.engine.clone();
         let grace = self.config.shutdown_grace;
         let engine_stop = {

@@ -509,6 +509,17 @@ async fn sessions_logins_and_their_faults() {
         .await;
     user_with(&server, "pia", &["operator@demo"]).await;
 
+    // X-Forwarded-For from a peer that is not a trusted proxy is ignored.
+    let spoofed = server
+        .http
+        .post(format!("{}/api/v1/login", server.url))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"username": "spoofer", "password": "whatever it is"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 401);
+
     // Wrong password, unknown user: the same 401.
     let (wrong, _) = login(&server, "pia", "not the password at all").await;
     let wrong = wrong.assert_error(401, "login_failed");
@@ -870,4 +881,58 @@ async fn a_run_credential_works_only_on_its_own_state_and_only_while_its_action_
     let after = backend("/tf/state/demo/default").await.unwrap();
     assert_eq!(after.status(), 401);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_and_trusted_proxy_addresses() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let server = TestServer::start_with(
+        |config| {
+            config.tls = Some(ferry_server::TlsFiles {
+                cert: cert_path.clone(),
+                key: key_path.clone(),
+            });
+            config.access.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        },
+        trusting,
+    )
+    .await;
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    assert_eq!(server.admin.whoami().await.unwrap().name, "admin");
+    // Plain HTTP to the TLS port, and a client that does not trust the certificate, fail.
+    let plain = server.url.replace("https://", "http://");
+    let answer = reqwest::get(format!("{plain}/healthz")).await;
+    assert!(answer.map(|r| !r.status().is_success()).unwrap_or(true));
+    assert!(reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .is_err());
+
+    // Behind a trusted proxy, the client address is the nearest untrusted hop.
+    let failed = server
+        .http
+        .post(format!("{}/api/v1/login", server.url))
+        .header("x-forwarded-for", "198.51.100.1, 203.0.113.7")
+        .json(&json!({"username": "admin", "password": "not the admin password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 401);
+    let data = server.stop_keeping_data().await;
+    let records = audit_records(data.path()).await;
+    let login = records.iter().find(|r| r.action == "login").unwrap();
+    assert_eq!(login.source, "203.0.113.7");
 }
