@@ -518,7 +518,7 @@ impl Server {
                 engine.shutdown(grace).await;
             }
         };
-        let (http_result, ()) = tokio::join!(async move { http.await }, engine_stop);
+        let (http_result, ()) = tokio::join!(http, engine_stop);
         let _ = pruner.await;
         state.engine.store().close().await;
         http_result

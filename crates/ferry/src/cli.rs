@@ -168,6 +168,13 @@ async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
         "Admin token: {}",
         ferry_server::admin_token_path(&config.data_dir).display()
     );
+    let password_file = ferry_server::admin_password_path(&config.data_dir);
+    if password_file.exists() {
+        eprintln!(
+            "Admin user `admin`, password in {}",
+            password_file.display()
+        );
+    }
     server.serve(shutdown_signal()).await.context("serving")?;
     tracing::info!("ferry stopped");
     Ok(ExitCode::SUCCESS)

@@ -276,4 +276,52 @@ mod tests {
             "{config:?}"
         );
     }
+
+    #[test]
+    fn access_settings_resolve_and_the_admin_password_is_never_printed() {
+        let file: RawConfig = toml::from_str(
+            "trusted_proxies = [\"10.0.0.1\"]\nsession_idle = \"10m\"\ninsecure_cookies = true\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            admin_password: Some("a very secret first password".into()),
+            public_url: Some("https://ferry.example.com".into()),
+            ..Default::default()
+        };
+        let config = Config::resolve(file, over).unwrap();
+        assert_eq!(
+            config.access.trusted_proxies,
+            ["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(config.access.session_idle, Duration::from_secs(600));
+        assert!(!config.access.cookie_secure);
+        let printed = format!("{} {config:?}", config.redacted());
+        assert!(!printed.contains("a very secret"), "{printed}");
+        for (bad, message) in [
+            (
+                Overrides {
+                    trusted_proxies: Some("proxy.local".into()),
+                    ..Default::default()
+                },
+                "not an IP address",
+            ),
+            (
+                Overrides {
+                    public_url: Some("ferry.example.com".into()),
+                    ..Default::default()
+                },
+                "must start with",
+            ),
+            (
+                Overrides {
+                    tls_cert: Some("c.pem".into()),
+                    ..Default::default()
+                },
+                "--tls-key",
+            ),
+        ] {
+            let err = Config::resolve(RawConfig::default(), bad).unwrap_err();
+            assert!(format!("{err:#}").contains(message), "{err:#}");
+        }
+    }
 }
