@@ -175,6 +175,13 @@ impl Store {
                 id: name.to_owned(),
             });
         }
+        // A service token acts under its own name: a user of the same name would share its
+        // approvals and team memberships.
+        if service_token_named(&mut tx, name).await? {
+            return Err(Error::Conflict(format!(
+                "a service token is named `{name}`; revoke it or choose another user name"
+            )));
+        }
         let row = sqlx::query(
             "INSERT INTO users (name, password_hash, disabled, created_at, created_by) \
              VALUES (?, ?, 0, ?, ?) RETURNING *",
@@ -485,7 +492,15 @@ impl Store {
         }
         let user_id = match new.user {
             Some(user) => Some(user_in(&mut tx, user).await?.id),
-            None => None,
+            None => {
+                if user_in(&mut tx, new.name).await.is_ok() {
+                    return Err(Error::Conflict(format!(
+                        "`{}` is a user's name; a service token acts under its own name, so it needs another",
+                        new.name
+                    )));
+                }
+                None
+            }
         };
         let row = sqlx::query(
             "INSERT INTO tokens (name, hash, hint, admin, created_at, created_by, user_id, expires_at) \
@@ -683,6 +698,16 @@ impl Store {
         self.audit_committed(&record)?;
         Ok(())
     }
+}
+
+async fn service_token_named(conn: &mut SqliteConnection, name: &str) -> Result<bool> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL AND user_id IS NULL AND run_id IS NULL",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await?
+    .is_some())
 }
 
 async fn revoke_sessions_in(conn: &mut SqliteConnection, user_id: i64) -> Result<()> {

@@ -41,6 +41,26 @@ async fn grants_reach_users_directly_and_through_teams() {
         store.create_user(&a, "bob", None).await,
         Err(ferry_store::Error::AlreadyExists { .. })
     ));
+    // Users and service tokens share the namespace of actors.
+    let svc = NewTokenRow {
+        name: "ci",
+        hash: "h0",
+        hint: "ferry_y…",
+        admin: false,
+        user: None,
+        scopes: &[],
+        expires_at: None,
+    };
+    store.create_scoped_token(&a, &svc).await.unwrap();
+    assert!(matches!(
+        store.create_user(&a, "ci", None).await,
+        Err(ferry_store::Error::Conflict(_))
+    ));
+    let named_like_bob = NewTokenRow { name: "bob", ..svc };
+    assert!(matches!(
+        store.create_scoped_token(&a, &named_like_bob).await,
+        Err(ferry_store::Error::Conflict(_))
+    ));
     store.create_team(&a, "platform").await.unwrap();
     store
         .set_team_member(&a, "platform", "bob", true)
@@ -100,6 +120,7 @@ async fn grants_reach_users_directly_and_through_teams() {
         [
             "user.create",
             "user.create",
+            "token.create",
             "team.create",
             "team.add",
             "role.grant",
@@ -163,6 +184,12 @@ async fn scoped_tokens_sessions_and_login_failures() {
         .await
         .unwrap()
         .is_none());
+    // Past its absolute expiry: gone, however recently used.
+    store
+        .create_session(&actor, &carol, "s0", chrono::Duration::milliseconds(-1))
+        .await
+        .unwrap();
+    assert!(store.session_by_hash("s0", hour).await.unwrap().is_none());
     store.revoke_session(&actor, session.id).await.unwrap();
     assert!(store.session_by_hash("s1", hour).await.unwrap().is_none());
     store
@@ -209,6 +236,7 @@ async fn scoped_tokens_sessions_and_login_failures() {
     assert_eq!(
         logins,
         [
+            ("carol", "ok"),
             ("carol", "ok"),
             ("carol", "ok"),
             ("carol", "failed"),
