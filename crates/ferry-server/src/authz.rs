@@ -394,6 +394,15 @@ async fn decide(state: &AppState, request: Request) -> Result<Request, Response>
                 Ok(run) => run_project = Some(run.project),
                 Err(e) => return Err(ApiError::from(e).into_response()),
             }
+            // Before the body is judged: a run of a hidden project must look absent, not
+            // answer a validation error.
+            if run_project.as_deref().is_some_and(|p| !identity.sees(p)) {
+                let refusal = hidden("run", &id.to_string());
+                if !safe {
+                    audit_refusal(state, &identity, rule, &params, &refusal).await?;
+                }
+                return Err(refusal.into_response());
+            }
             if let Scope::RunEnvironment(field) = rule.scope {
                 let bytes = match axum::body::to_bytes(body, 1 << 20).await {
                     Ok(bytes) => bytes,

@@ -175,8 +175,8 @@ impl Store {
                 id: name.to_owned(),
             });
         }
-        // A service token acts under its own name: a user of the same name would share its
-        // approvals and team memberships.
+        // A (non-admin) service token acts under its own name: a user of the same name would
+        // share its approvals and team memberships.
         if service_token_named(&mut tx, name).await? {
             return Err(Error::Conflict(format!(
                 "a service token is named `{name}`; revoke it or choose another user name"
@@ -493,7 +493,9 @@ impl Store {
         let user_id = match new.user {
             Some(user) => Some(user_in(&mut tx, user).await?.id),
             None => {
-                if user_in(&mut tx, new.name).await.is_ok() {
+                // An admin token may already do everything (the bootstrap `admin` token
+                // shares the first admin user's name by design).
+                if !new.admin && user_in(&mut tx, new.name).await.is_ok() {
                     return Err(Error::Conflict(format!(
                         "`{}` is a user's name; a service token acts under its own name, so it needs another",
                         new.name
@@ -702,7 +704,7 @@ impl Store {
 
 async fn service_token_named(conn: &mut SqliteConnection, name: &str) -> Result<bool> {
     Ok(sqlx::query(
-        "SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL AND user_id IS NULL AND run_id IS NULL",
+        "SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL AND user_id IS NULL AND run_id IS NULL AND admin = 0",
     )
     .bind(name)
     .fetch_optional(conn)

@@ -322,6 +322,18 @@ async fn route_role_matrix() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
+    // A hidden run looks absent even to a malformed request.
+    let outsider_token = &tokens.iter().find(|t| t.0 == "outsider").unwrap().1;
+    server
+        .call_as(
+            Some(outsider_token),
+            "POST",
+            &format!("/api/v1/runs/{}/approvals", run.id),
+            Some(json!({"probe": 1})),
+        )
+        .await
+        .assert_error(404, "not_found");
+
     // Lists show only what the identity may see.
     let outsider = Client::new(
         &server.url,
@@ -937,4 +949,25 @@ async fn tls_termination_and_trusted_proxy_addresses() {
     let records = audit_records(data.path()).await;
     let login = records.iter().find(|r| r.action == "login").unwrap();
     assert_eq!(login.source, "203.0.113.7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_throttled_per_source_address() {
+    let server = TestServer::start_with(
+        |config| config.access.login_max_per_source = 3,
+        reqwest::Client::new(),
+    )
+    .await;
+    // Three different accounts from one address: the address is throttled, whatever the
+    // account (password spraying).
+    for user in ["u1", "u2", "u3"] {
+        login(&server, user, "spray spray spray")
+            .await
+            .0
+            .assert_error(401, "login_failed");
+    }
+    let (answer, _) = login(&server, "u4", "spray spray spray").await;
+    let body = answer.assert_error(429, "too_many_attempts");
+    assert!(body.message.contains("address"), "{body:?}");
+    server.stop().await;
 }
