@@ -103,6 +103,31 @@ impl Rule {
 use Permission::{Admin, Approve, Operate, Read, ReadRaw};
 use Scope::{Anyone, Backend, Environment, Global, Project, Public, Run, RunEnvironment};
 
+/// Reads the JSON body (up to 1 MiB) for the environment it names, and gives it back.
+async fn environment_in_body(body: Body, field: &str) -> Result<(Body, String), Response> {
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the body is limited to 1 MiB",
+        )
+        .into_response());
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    match value.get(field).and_then(|v| v.as_str()) {
+        Some(env) => {
+            let env = env.to_owned();
+            Ok((Body::from(bytes), env))
+        }
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the JSON body must name the `{field}`"),
+        )
+        .into_response()),
+    }
+}
+
 /// Every route and what it needs. Keep one line per (method, route) of `app()`.
 pub(crate) static RULES: &[Rule] = &[
     rule("GET", "/healthz", Read, Public),
@@ -238,8 +263,14 @@ pub(crate) static RULES: &[Rule] = &[
     .audited("state.backend", "state/{project}/{environment}/{name}"),
 ];
 
-/// The rule for a route, if there is one.
+/// The rule for a route, if there is one. `HEAD` is answered by the `GET` handler (axum
+/// does so), so it needs what `GET` needs.
 pub(crate) fn rule_for(method: &str, path: &str) -> Option<&'static Rule> {
+    let method = if method.eq_ignore_ascii_case("HEAD") {
+        "GET"
+    } else {
+        method
+    };
     RULES
         .iter()
         .find(|r| r.path == path && (r.method == "*" || r.method.eq_ignore_ascii_case(method)))
@@ -404,30 +435,9 @@ async fn decide(state: &AppState, request: Request) -> Result<Request, Response>
                 return Err(refusal.into_response());
             }
             if let Scope::RunEnvironment(field) = rule.scope {
-                let bytes = match axum::body::to_bytes(body, 1 << 20).await {
-                    Ok(bytes) => bytes,
-                    Err(_) => {
-                        return Err(ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "too_large",
-                            "the body is limited to 1 MiB",
-                        )
-                        .into_response())
-                    }
-                };
-                let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                match value.get(field).and_then(|v| v.as_str()) {
-                    Some(env) => body_environment = Some(env.to_owned()),
-                    None => {
-                        return Err(ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_body",
-                            format!("the JSON body must name the `{field}`"),
-                        )
-                        .into_response())
-                    }
-                }
-                body = Body::from(bytes);
+                let (rebuilt, env) = environment_in_body(body, field).await?;
+                body = rebuilt;
+                body_environment = Some(env);
             }
         }
         Scope::Backend => {

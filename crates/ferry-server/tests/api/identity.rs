@@ -322,6 +322,21 @@ async fn route_role_matrix() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
+    // HEAD needs what GET needs.
+    let head = http
+        .head(format!("{}/api/v1/runs/{}", server.url, run.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 401);
+    let head = http
+        .head(format!("{}/api/v1/runs/{}", server.url, run.id))
+        .bearer_auth(&tokens.iter().find(|t| t.0 == "viewer").unwrap().1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+
     // A hidden run looks absent even to a malformed request.
     let outsider_token = &tokens.iter().find(|t| t.0 == "outsider").unwrap().1;
     server
