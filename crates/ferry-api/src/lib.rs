@@ -6,7 +6,7 @@
 
 mod client;
 
-pub use client::{Client, ClientError};
+pub use client::{login_for_token, Client, ClientError};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

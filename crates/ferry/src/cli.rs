@@ -48,6 +48,11 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Admin(AdminCmd::Restore { dir }) => {
             crate::admin::restore(&dir, &data_dir(&g)).await
         }
+        Command::Login {
+            user,
+            token_name,
+            expires,
+        } => login(&g, user, token_name, &expires).await,
         command => {
             let client = client(&g)?;
             match client_command(&g, &client, command).await {
@@ -71,14 +76,66 @@ fn data_dir(g: &Global) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
-fn client(g: &Global) -> Result<Client> {
-    let dir = data_dir(g);
-    let server = match &g.server {
+fn server_url(g: &Global) -> String {
+    match &g.server {
         Some(s) => s.clone(),
-        None => std::fs::read_to_string(ferry_server::server_url_path(&dir))
+        None => std::fs::read_to_string(ferry_server::server_url_path(&data_dir(g)))
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| format!("http://{}", crate::config::DEFAULT_LISTEN)),
+    }
+}
+
+/// An RFC 3339 instant `text` (`30d`, `12h`) from now.
+fn expiry(text: &str) -> Result<String> {
+    let lifetime = humantime::parse_duration(text)
+        .with_context(|| format!("--expires: `{text}` is not a duration (e.g. 30d, 12h)"))?;
+    let at = chrono::Utc::now()
+        + chrono::Duration::from_std(lifetime).context("--expires is too long")?;
+    Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// `ferry login`: the password (first line of standard input) buys a personal token.
+async fn login(
+    g: &Global,
+    user: String,
+    token_name: Option<String>,
+    expires: &str,
+) -> Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    let token = TokenCreate {
+        name: token_name.unwrap_or_else(|| format!("{user}-cli")),
+        user: Some(user.clone()),
+        expires_at: Some(expiry(expires)?),
+        ..Default::default()
     };
+    let login = ferry_api::Login {
+        username: user,
+        password,
+    };
+    let created = ferry_api::login_for_token(&server_url(g), &login, &token).await?;
+    if g.output == crate::Output::Json {
+        print_json(&created)?;
+    } else {
+        eprintln!(
+            "personal token `{}` created (expires {}); it is shown only once:",
+            created.token.name,
+            created.token.expires_at.as_deref().unwrap_or("never")
+        );
+        out!("{}", created.secret);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(g: &Global) -> Result<Client> {
+    let dir = data_dir(g);
+    let server = server_url(g);
     let token = match &g.token {
         Some(t) => t.clone(),
         None => {
@@ -466,17 +523,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             scope,
             expires,
         }) => {
-            let expires_at = match expires {
-                Some(text) => {
-                    let lifetime = humantime::parse_duration(&text).with_context(|| {
-                        format!("--expires: `{text}` is not a duration (e.g. 30d, 12h)")
-                    })?;
-                    let at = chrono::Utc::now()
-                        + chrono::Duration::from_std(lifetime).context("--expires is too long")?;
-                    Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                }
-                None => None,
-            };
+            let expires_at = expires.as_deref().map(expiry).transpose()?;
             let created = client
                 .tokens_create(&TokenCreate {
                     name,
@@ -531,6 +578,22 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
         Command::Grant(args) => return crate::identity_cmd::grant(g, client, args, true).await,
         Command::Revoke(args) => return crate::identity_cmd::grant(g, client, args, false).await,
         Command::Grants => return crate::identity_cmd::grants(g, client).await,
+        Command::Whoami => {
+            let me = client.whoami().await?;
+            if json {
+                print_json(&me)?;
+            } else {
+                out!(
+                    "{}{} grants [{}]{}",
+                    me.name,
+                    if me.admin { " (admin)" } else { "" },
+                    me.grants.join(", "),
+                    me.limited_to
+                        .map(|l| format!(" limited to [{}]", l.join(", ")))
+                        .unwrap_or_default()
+                );
+            }
+        }
         Command::Token(TokenCmd::Revoke { name }) => {
             let token = client.tokens_revoke(&name).await?;
             if json {
@@ -540,6 +603,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             }
         }
         Command::Server(_)
+        | Command::Login { .. }
         | Command::Validate { .. }
         | Command::Audit(_)
         | Command::Admin(_)

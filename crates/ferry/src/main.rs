@@ -119,6 +119,20 @@ pub enum Command {
     Revoke(identity_cmd::GrantArgs),
     /// List every role grant (admin).
     Grants,
+    /// The calling identity and its grants.
+    Whoami,
+    /// Get a personal token with your password (read from standard input); it is printed
+    /// once. Use it as FERRY_TOKEN.
+    Login {
+        #[arg(long)]
+        user: String,
+        /// The new token's name (default: USER-cli).
+        #[arg(long)]
+        token_name: Option<String>,
+        /// The token's lifetime (default: 30d).
+        #[arg(long, default_value = "30d")]
+        expires: String,
+    },
     /// Terraform states held by the built-in backend.
     #[command(subcommand)]
     State(state_cmd::StateCmd),

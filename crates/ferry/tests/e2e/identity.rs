@@ -27,21 +27,11 @@ fn an_approver_from_a_team_approves_staging_with_a_personal_token_but_not_prod()
     ]);
     server.add_project("net", &repo);
 
-    // The admin: a user with a password from standard input, a team, a grant, a token.
-    let mut add = server.command(&["user", "add", "pat", "--password-stdin"], &[]);
-    let mut child = add
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
-    let added = child.wait_with_output().unwrap();
+    // The admin: a user with a password from standard input, a team, a grant.
+    let added = with_stdin(
+        server.command(&["user", "add", "pat", "--password-stdin"], &[]),
+        "a long enough password\n",
+    );
     assert!(added.status.success(), "{added:?}");
     server.cli(&["team", "create", "platform"]).ok();
     server.cli(&["team", "add", "platform", "pat"]).ok();
@@ -61,20 +51,24 @@ fn an_approver_from_a_team_approves_staging_with_a_personal_token_but_not_prod()
         users.as_array().unwrap().iter().any(|u| u["name"] == "pat"),
         "{users:#}"
     );
-    let created = server
-        .cli(&[
-            "token",
-            "create",
-            "--name",
-            "pat-cli",
-            "--user",
-            "pat",
-            "--expires",
-            "1h",
-        ])
-        .ok();
-    let token = created.stdout.trim().to_owned();
-    assert!(token.starts_with("ferry_"), "{created:?}");
+    // pat gets a personal token with their password; a wrong password gets nothing.
+    let wrong = with_stdin(
+        server.command(&["login", "--user", "pat"], &[]),
+        "not the password\n",
+    );
+    assert!(!wrong.status.success(), "{wrong:?}");
+    let created = with_stdin(
+        server.command(&["login", "--user", "pat", "--expires", "1h"], &[]),
+        "a long enough password\n",
+    );
+    assert!(created.status.success(), "{created:?}");
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("ferry_"), "{token}");
+    let me = server.cli_env(&["whoami"], &[("FERRY_TOKEN", &token)]).ok();
+    assert!(
+        me.stdout.starts_with("pat ") && me.stdout.contains("approver@net/staging"),
+        "{me:?}"
+    );
     let as_pat = [("FERRY_TOKEN", token.as_str())];
     let me = server.cli_env(&["token", "list"], &as_pat).ok();
     assert!(
@@ -121,4 +115,21 @@ fn an_approver_from_a_team_approves_staging_with_a_personal_token_but_not_prod()
     assert_eq!(approvals.len(), 1, "{detail:#}");
     assert_eq!(approvals[0]["actor"], "pat");
     server.cli(&["cancel", &id]).ok();
+}
+
+/// Runs `cmd` with `input` on its standard input.
+fn with_stdin(mut cmd: std::process::Command, input: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
