@@ -621,9 +621,12 @@ impl Store {
             return Ok(None);
         }
         let id: i64 = row.get("id");
-        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ?")
+        // At most one write per 30 seconds per session, so reads stay (mostly) reads; the
+        // idle expiry is coarse by that much.
+        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?")
             .bind(rfc3339(at))
             .bind(id)
+            .bind(rfc3339(at - chrono::Duration::seconds(30)))
             .execute(&self.pool)
             .await?;
         Ok(Some(Session {
@@ -684,6 +687,11 @@ impl Store {
         reason: &str,
     ) -> Result<()> {
         let mut tx = self.write().await?;
+        // Throttling looks back minutes, not days: older failures are only clutter.
+        sqlx::query("DELETE FROM login_failures WHERE at < ?")
+            .bind(rfc3339(chrono::Utc::now() - chrono::Duration::days(1)))
+            .execute(&mut *tx)
+            .await?;
         if outcome != "throttled" {
             sqlx::query("INSERT INTO login_failures (username, source, at) VALUES (?, ?, ?)")
                 .bind(&actor.name)
