@@ -41,6 +41,15 @@ impl Client {
         }
     }
 
+    /// A client over a given HTTP client (for a private CA, a proxy, timeouts).
+    pub fn with_http(http: reqwest::Client, base: &str, token: &str) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+        }
+    }
+
     pub fn token(&self) -> &str {
         &self.token
     }
@@ -272,6 +281,60 @@ impl Client {
         self.get("/api/v1/tokens").await
     }
 
+    pub async fn users_list(&self) -> Result<Vec<User>, ClientError> {
+        self.get("/api/v1/users").await
+    }
+
+    pub async fn users_create(&self, body: &UserCreate) -> Result<User, ClientError> {
+        self.post("/api/v1/users", body).await
+    }
+
+    pub async fn users_update(&self, name: &str, body: &UserUpdate) -> Result<User, ClientError> {
+        self.send(
+            self.http
+                .patch(self.url(&format!("/api/v1/users/{}", enc(name))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn teams_list(&self) -> Result<Vec<Team>, ClientError> {
+        self.get("/api/v1/teams").await
+    }
+
+    pub async fn teams_create(&self, body: &TeamCreate) -> Result<Team, ClientError> {
+        self.post("/api/v1/teams", body).await
+    }
+
+    pub async fn team_members_add(&self, team: &str, user: &str) -> Result<Team, ClientError> {
+        let body = TeamMember {
+            user: user.to_owned(),
+        };
+        self.post(&format!("/api/v1/teams/{}/members", enc(team)), &body)
+            .await
+    }
+
+    pub async fn team_members_remove(&self, team: &str, user: &str) -> Result<Team, ClientError> {
+        self.send(self.http.delete(self.url(&format!(
+            "/api/v1/teams/{}/members/{}",
+            enc(team),
+            enc(user)
+        ))))
+        .await
+    }
+
+    pub async fn grants_list(&self) -> Result<Vec<RoleGrant>, ClientError> {
+        self.get("/api/v1/grants").await
+    }
+
+    pub async fn grants_create(&self, body: &RoleGrant) -> Result<RoleGrant, ClientError> {
+        self.post("/api/v1/grants", body).await
+    }
+
+    pub async fn grants_revoke(&self, body: &RoleGrant) -> Result<RoleGrant, ClientError> {
+        self.post("/api/v1/grants/revoke", body).await
+    }
+
     pub async fn states_list(
         &self,
         project: Option<&str>,
@@ -488,4 +551,73 @@ pub(crate) fn enc(segment: &str) -> String {
         }
     }
     out
+}
+
+/// Logs in with a password, mints a personal token with that browser-style session (cookie
+/// plus CSRF token), and ends the session: how `ferry login` gets a user their own token
+/// without an admin. The password is sent once, over the connection to `base`.
+pub async fn login_for_token(
+    base: &str,
+    login: &Login,
+    token: &TokenCreate,
+) -> Result<TokenCreated, ClientError> {
+    let base = base.trim_end_matches('/');
+    let http = reqwest::Client::new();
+    let connect = |source| ClientError::Connect {
+        url: base.to_owned(),
+        source,
+    };
+    let resp = http
+        .post(format!("{base}/api/v1/login"))
+        .json(login)
+        .send()
+        .await
+        .map_err(connect)?;
+    // `name=value`, the first part of the Set-Cookie header.
+    let cookie = resp
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let session: SessionInfo = decode(resp).await?;
+    let cookie =
+        cookie.ok_or_else(|| ClientError::Protocol("the login set no session cookie".into()))?;
+    let with_session = |req: reqwest::RequestBuilder| {
+        req.header(reqwest::header::COOKIE, &cookie)
+            .header("x-csrf-token", &session.csrf_token)
+    };
+    let created = with_session(http.post(format!("{base}/api/v1/tokens")).json(token))
+        .send()
+        .await
+        .map_err(connect)?;
+    let created: Result<TokenCreated, ClientError> = decode(created).await;
+    // End the session whatever happened; the token (if any) is what the user keeps.
+    let _ = with_session(http.post(format!("{base}/api/v1/logout")))
+        .send()
+        .await;
+    created
+}
+
+/// The JSON body of a successful answer, or the error body as a [`ClientError::Api`].
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if !status.is_success() {
+        let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+            code: "http_error".into(),
+            message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+            details: Vec::new(),
+            request_id: None,
+        });
+        return Err(ClientError::Api {
+            status: status.as_u16(),
+            body,
+        });
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
 }

@@ -7,7 +7,7 @@
 mod client;
 mod secrets;
 
-pub use client::{Client, ClientError};
+pub use client::{login_for_token, Client, ClientError};
 pub use secrets::{ParamValue, ScopeQuery, SecretInfo, SecretKind, SecretSet};
 
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,17 @@ pub struct Health {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Whoami {
     pub name: String,
+    /// A global admin.
     pub admin: bool,
+    /// The user behind a personal token or session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The identity's grants, `ROLE[@PROJECT[/ENVIRONMENT]]`.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Scopes that narrow those grants (a scoped personal token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited_to: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -311,13 +321,24 @@ pub struct EnvironmentQueue {
     pub waiting: Vec<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {
     pub name: String,
-    /// Admin tokens may manage tokens.
+    /// A service token that is a global admin (may manage users, teams and tokens).
     #[serde(default)]
     pub admin: bool,
+    /// A personal token of this user: it acts as the user, within the user's grants (and
+    /// its scopes, if any). Users may create their own; an admin may create anyone's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `ROLE[@PROJECT[/ENVIRONMENT]]` entries: a service token's grants, or the limit of a
+    /// personal token. A service token without scopes is an approver on every project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// RFC 3339; the token is refused from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -326,6 +347,13 @@ pub struct Token {
     /// The first characters, to recognise it.
     pub hint: String,
     pub admin: bool,
+    /// The owner of a personal token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     pub created_at: String,
     pub created_by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -582,4 +610,85 @@ pub struct AuditEntry {
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     pub next_after: i64,
+}
+
+/// A local user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub name: String,
+    pub disabled: bool,
+    /// Whether the user can log in with a password.
+    pub has_password: bool,
+    pub teams: Vec<String>,
+    /// The user's own grants (team grants are listed with the team).
+    pub grants: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreate {
+    /// `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
+    pub name: String,
+    /// At least 12 characters. Without one the user can only use tokens an admin makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Team {
+    pub name: String,
+    pub members: Vec<String>,
+    pub grants: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamCreate {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamMember {
+    pub user: String,
+}
+
+/// A role granted to a user or a team: exactly one of `user` and `team`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// `ROLE[@PROJECT[/ENVIRONMENT]]`, e.g. `approver@network/staging`.
+    pub grant: String,
+}
+
+/// `POST /api/v1/login`, as JSON or as a form.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+/// A started session. The cookie carries the session; state-changing requests must also
+/// send `csrf_token` in the `X-CSRF-Token` header.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub user: String,
+    pub csrf_token: String,
+    pub expires_at: String,
 }

@@ -6,11 +6,13 @@
 //! accept only legal transitions; the store calls them inside the transaction that persists
 //! the change, so an illegal transition can never be written.
 
+mod access;
 mod ids;
 #[macro_use]
 mod status;
 mod event;
 
+pub use access::{Grant, Grants, Permission, Role, Target};
 pub use event::EventType;
 pub use ids::{ActionId, ParseIdError, RunId, RunNumber, StageId};
 pub use status::{
@@ -92,8 +94,7 @@ pub enum ApprovalDenied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRule {
     /// Identities allowed to approve; empty means anyone (other than the triggerer).
-    /// `team:NAME` entries name teams, which arrive with users and teams; until then they
-    /// match nobody.
+    /// `team:NAME` entries match every member of that team (see [`ApprovalRule::check_member`]).
     pub approvers: Vec<String>,
     pub required: u32,
 }
@@ -107,12 +108,31 @@ impl ApprovalRule {
         commit_author: Option<&str>,
         approver: &str,
     ) -> Result<(), ApprovalDenied> {
+        self.check_member(triggered_by, commit_author, approver, &[])
+    }
+
+    /// Like [`ApprovalRule::check`], for an approver who belongs to `teams`: a `team:NAME`
+    /// entry matches the members of team `NAME`.
+    pub fn check_member(
+        &self,
+        triggered_by: &str,
+        commit_author: Option<&str>,
+        approver: &str,
+        teams: &[String],
+    ) -> Result<(), ApprovalDenied> {
         may_approve(triggered_by, commit_author, approver)?;
-        if !self.approvers.is_empty() && !self.approvers.iter().any(|a| a == approver) {
+        let listed = |entry: &String| match entry.strip_prefix(Self::TEAM_PREFIX) {
+            Some(team) => teams.iter().any(|t| t == team),
+            None => entry == approver,
+        };
+        if !self.approvers.is_empty() && !self.approvers.iter().any(listed) {
             return Err(ApprovalDenied::NotAnApprover);
         }
         Ok(())
     }
+
+    /// The prefix of approver entries that name a team.
+    pub const TEAM_PREFIX: &'static str = "team:";
 
     /// Whether `approvals` distinct approvals satisfy the rule.
     pub fn satisfied_by(&self, approvals: u32) -> bool {
@@ -190,6 +210,22 @@ mod tests {
         assert_eq!(listed.check("alice", None, "carol"), Ok(()));
         assert_eq!(
             listed.check("carol", None, "carol"),
+            Err(ApprovalDenied::SelfApproval)
+        );
+        // Team entries match members only.
+        let leads = ["leads".to_owned()];
+        assert_eq!(listed.check_member("alice", None, "dave", &leads), Ok(()));
+        assert_eq!(
+            listed.check_member("alice", None, "dave", &["platform".to_owned()]),
+            Err(ApprovalDenied::NotAnApprover)
+        );
+        assert_eq!(
+            listed.check("alice", None, "team:leads"),
+            Err(ApprovalDenied::NotAnApprover),
+            "a user literally named like a team entry is not a member"
+        );
+        assert_eq!(
+            listed.check_member("dave", None, "dave", &leads),
             Err(ApprovalDenied::SelfApproval)
         );
         assert!(!listed.satisfied_by(1));

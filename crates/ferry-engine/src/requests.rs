@@ -370,12 +370,18 @@ impl Engine {
     /// them decide, and on which they have not decided yet.
     pub async fn approvals_for(&self, actor: &Actor) -> Result<Vec<(Run, String)>> {
         let mut out = Vec::new();
+        let teams = self.store().user_teams(&actor.name).await?;
         for (run, environment) in self.store().waiting_approvals().await? {
             let Ok(rule) = self.approval_rule(&run, &environment) else {
                 continue;
             };
             if rule
-                .check(&run.triggered_by, run.commit_author.as_deref(), &actor.name)
+                .check_member(
+                    &run.triggered_by,
+                    run.commit_author.as_deref(),
+                    &actor.name,
+                    &teams,
+                )
                 .is_err()
             {
                 continue;

@@ -4,6 +4,7 @@
 //! - [`key`]: the master key (`FERRY_MASTER_KEY`, `FERRY_MASTER_KEY_FILE` or
 //!   `DATA_DIR/master.key`) and per-purpose subkeys derived from it.
 //! - [`token`]: API tokens, which are stored only as SHA-256 hashes.
+//! - [`password`]: argon2id hashes of local users' passwords.
 //! - [`mod@file`]: atomic, owner-only writes for files such as `admin.token`.
 //! - [`envelope`]: AES-256-GCM envelope encryption of values at rest.
 //! - [`mask`]: streaming masking of secret values (and their common
@@ -24,6 +25,7 @@ pub mod envelope;
 pub mod file;
 pub mod key;
 pub mod mask;
+pub mod password;
 pub mod token;
 
 mod error;

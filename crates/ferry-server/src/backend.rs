@@ -6,17 +6,16 @@
 //! Terraform's default extension methods at the same address (dispatched by hand, since
 //! axum's method filter does not know them), GitLab-style POST/DELETE on `…/lock` work too,
 //! and a held lock answers 423 with the holder's LockInfo so Terraform prints who holds it.
-//! Auth is HTTP basic with a Ferry token as the password. Never a 5xx for a client mistake:
+//! Auth is HTTP basic with a Ferry token as the password, checked by `authz` like every route. Never a 5xx for a client mistake:
 //! Terraform retries every 5xx.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use base64::Engine as _;
 use ferry_state::{LockDecision, LockInfo, LockRequest};
 use ferry_store::{StateAddr, UnlockOutcome, WriteOutcome};
 use serde::Deserialize;
@@ -96,55 +95,6 @@ async fn named_state_lock(
     dispatch(state, project, environment, name, true, query, request).await
 }
 
-/// Basic auth whose password is a Ferry token; the user name is informational.
-async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    peer: String,
-) -> Result<Identity, Response> {
-    let unauthorized = || {
-        let mut response = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "basic auth with a Ferry token as the password is required",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"ferry\""),
-        );
-        response
-    };
-    let header = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(unauthorized)?;
-    let encoded = header.strip_prefix("Basic ").ok_or_else(unauthorized)?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| unauthorized())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| unauthorized())?;
-    let (_, password) = decoded.split_once(':').ok_or_else(unauthorized)?;
-    if !ferry_secrets::looks_like_token(password) {
-        return Err(unauthorized());
-    }
-    let store = state.engine.store();
-    let token = match store
-        .token_by_hash(&ferry_secrets::hash_token(password))
-        .await
-    {
-        Ok(Some(token)) => token,
-        Ok(None) => return Err(unauthorized()),
-        Err(e) => return Err(ApiError::from(e).into_response()),
-    };
-    Ok(Identity {
-        name: token.name,
-        admin: token.admin,
-        scope: token.scope,
-        source: peer,
-    })
-}
-
 fn lock_response(status: StatusCode, info: &LockInfo) -> Response {
     let body = serde_json::to_vec(info).unwrap_or_default();
     (status, [(CONTENT_TYPE, "application/json")], body).into_response()
@@ -165,15 +115,10 @@ async fn dispatch(
     query: WriteQuery,
     request: Request,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_else(|| "local".into());
     let (parts, body) = request.into_parts();
-    let identity = match authenticate(&state, &parts.headers, peer).await {
-        Ok(identity) => identity,
-        Err(response) => return response,
+    // Authenticated and authorised by `authz::authorise` (basic auth with a token).
+    let Some(identity) = parts.extensions.get::<Identity>().cloned() else {
+        return ApiError::unauthorized().into_response();
     };
     let body = match axum::body::to_bytes(body, MAX_STATE_BYTES).await {
         Ok(body) => body,
@@ -285,10 +230,8 @@ async fn write(
     query: WriteQuery,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    // A forced write needs admin: the route's rule says so (see `authz::RULES`).
     let force = query.force.unwrap_or(false);
-    if force {
-        identity.require_admin()?;
-    }
     let outcome = state
         .engine
         .write_state(&identity.actor(), addr, body, query.id.as_deref(), force)
@@ -321,13 +264,7 @@ async fn delete(
     identity: &Identity,
     addr: StateAddr<'_>,
 ) -> Result<Response, ApiError> {
-    crate::auth::require_admin_audited(
-        state,
-        identity,
-        "state.delete",
-        &format!("state/{}", addr.display()),
-    )
-    .await?;
+    // Admin only: the route's rule says so (see `authz::RULES`).
     state
         .engine
         .store()
@@ -372,6 +309,10 @@ async fn unlock(
     body: &[u8],
     query: &WriteQuery,
 ) -> Result<Response, ApiError> {
+    let may_force = identity.allows(
+        ferry_core::Permission::Admin,
+        &ferry_core::Target::Environment(addr.project, addr.environment),
+    );
     let mut request =
         ferry_state::parse_lock(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     // GitLab-style clients may name the lock in the query instead of the body.
@@ -384,7 +325,7 @@ async fn unlock(
     match state
         .engine
         .store()
-        .state_unlock(&identity.actor(), addr, &request, identity.admin)
+        .state_unlock(&identity.actor(), addr, &request, may_force)
         .await?
     {
         UnlockOutcome::Released | UnlockOutcome::NotLocked => Ok(StatusCode::OK.into_response()),

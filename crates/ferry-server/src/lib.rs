@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+pub mod authz;
 mod backend;
 mod convert;
 mod error;
@@ -22,7 +23,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use ferry_core::Actor;
 use ferry_engine::{Engine, EngineConfig};
@@ -31,6 +32,7 @@ use ferry_store::{Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use auth::AccessConfig;
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -43,6 +45,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Wraps the data key of every encrypted state version.
     pub master_key: Arc<MasterKey>,
+    /// Sessions, login throttling, trusted proxies.
+    pub access: Arc<AccessConfig>,
 }
 
 impl AppState {
@@ -95,6 +99,30 @@ pub fn app(state: AppState) -> Router {
             post(api::tokens::tokens_create).get(api::tokens::tokens_list),
         )
         .route("/tokens/{name}", delete(api::tokens::tokens_revoke))
+        .route("/login", post(api::identity::login))
+        .route("/logout", post(api::identity::logout))
+        .route(
+            "/users",
+            get(api::identity::users_list).post(api::identity::users_create),
+        )
+        .route("/users/{name}", patch(api::identity::users_update))
+        .route(
+            "/teams",
+            get(api::identity::teams_list).post(api::identity::teams_create),
+        )
+        .route(
+            "/teams/{team}/members",
+            post(api::identity::team_members_add),
+        )
+        .route(
+            "/teams/{team}/members/{user}",
+            delete(api::identity::team_members_remove),
+        )
+        .route(
+            "/grants",
+            get(api::identity::grants_list).post(api::identity::grants_create),
+        )
+        .route("/grants/revoke", post(api::identity::grants_revoke))
         .route("/states", get(api::states::states_list))
         .route(
             "/states/{project}/{environment}",
@@ -149,6 +177,11 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::system::healthz))
         .route("/readyz", get(api::system::readyz))
         .route("/metrics", get(api::system::metrics))
+        // Every matched route passes the authorisation rules first (see `authz::RULES`).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorise,
+        ))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -214,6 +247,17 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub path_var: String,
     pub passthrough_env: Vec<(String, String)>,
+    /// Sessions, login throttling, proxies and the first admin's password.
+    pub access: AccessConfig,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Paths inside the data dir.
@@ -227,6 +271,56 @@ pub fn audit_checkpoint_path(data_dir: &Path) -> PathBuf {
 
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")
+}
+
+/// Where the first admin's generated password is written (mode 0600) when
+/// `FERRY_ADMIN_PASSWORD` is not given.
+pub fn admin_password_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.password")
+}
+
+/// On first start (no users yet), creates the user `admin` with the admin role on
+/// everything. Its password is `password` or a generated one written to `admin.password`;
+/// it is never logged.
+async fn bootstrap_admin_user(
+    store: &Store,
+    dir: &Path,
+    password: Option<&str>,
+) -> Result<(), StartError> {
+    if store.count_users().await? > 0 {
+        return Ok(());
+    }
+    let generated;
+    let password = match password {
+        Some(p) if p.chars().count() >= ferry_secrets::password::MIN_PASSWORD_LEN => p,
+        Some(_) => {
+            return Err(StartError::AdminPassword(format!(
+                "FERRY_ADMIN_PASSWORD needs at least {} characters",
+                ferry_secrets::password::MIN_PASSWORD_LEN
+            )))
+        }
+        None => {
+            generated = ferry_secrets::password::generate_password();
+            ferry_secrets::write_secret_file(
+                &admin_password_path(dir),
+                format!("{}\n", generated.as_str()).as_bytes(),
+            )?;
+            tracing::info!(path = %admin_password_path(dir).display(), "wrote the first admin's password");
+            generated.as_str()
+        }
+    };
+    let hash = ferry_secrets::password::hash_password(password);
+    let actor = Actor::system("bootstrap");
+    store.create_user(&actor, "admin", Some(&hash)).await?;
+    store
+        .set_grant(
+            &actor,
+            &ferry_store::Subject::User("admin".into()),
+            &ferry_core::Grant::everywhere(ferry_core::Role::Admin),
+            true,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Written at start so local CLI calls find the server without flags.
@@ -254,6 +348,10 @@ pub enum StartError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    AdminPassword(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Where a master key rotation keeps the new key until it commits.
@@ -294,6 +392,23 @@ pub struct Server {
     pub listener: tokio::net::TcpListener,
     pub url: String,
     config: ServerConfig,
+    /// Present when Ferry terminates TLS itself.
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+}
+
+/// Loads the certificate chain and key of `--tls-cert`/`--tls-key` (rustls with *ring*).
+async fn load_tls(files: &TlsFiles) -> Result<axum_server::tls_rustls::RustlsConfig, StartError> {
+    // Several servers in one process (tests) share the process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .map_err(|e| {
+            StartError::Tls(format!(
+                "{} / {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        })
 }
 
 /// Opens the data dir, key and store, creates the bootstrap admin token on first start,
@@ -333,6 +448,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         )?;
         tracing::info!(path = %admin_token_path(dir).display(), "wrote the bootstrap admin token");
     }
+    bootstrap_admin_user(&store, dir, config.access.admin_password.as_deref()).await?;
     // Bind first: actions reach the state backend at this address.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -341,13 +457,26 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             source,
         })?;
     let local = listener.local_addr()?;
-    let url = format!("http://{local}");
+    let tls = match &config.tls {
+        Some(files) => Some(load_tls(files).await?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{local}");
+    // Actions reach the state backend at the public URL when one is set (a certificate is
+    // issued for that name, not for the listener's address).
+    let backend_url = config
+        .access
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| url.clone());
     let engine_config = EngineConfig {
         data_dir: dir.clone(),
         kill_grace: config.kill_grace,
         path_var: config.path_var.clone(),
         passthrough_env: config.passthrough_env.clone(),
-        backend_url: url.clone(),
+        backend_url,
     };
     let master = Arc::new(master);
     let engine = Engine::new(engine_config, store, master.clone());
@@ -363,12 +492,14 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         metrics,
         shutdown: CancellationToken::new(),
         master_key: master,
+        access: Arc::new(config.access.clone()),
     };
     Ok(Server {
         state,
         listener,
         url,
         config,
+        tls,
     })
 }
 
@@ -388,8 +519,26 @@ impl Server {
         });
         let pruner = tokio::spawn(prune_state_versions(state.clone()));
         let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { token.cancelled().await });
+        let http: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+            match self.tls {
+                None => Box::pin(std::future::IntoFuture::into_future(
+                    axum::serve(self.listener, router)
+                        .with_graceful_shutdown(async move { token.cancelled().await }),
+                )),
+                Some(tls) => {
+                    let handle = axum_server::Handle::new();
+                    let stopper = handle.clone();
+                    tokio::spawn(async move {
+                        token.cancelled().await;
+                        stopper.graceful_shutdown(None);
+                    });
+                    Box::pin(
+                        axum_server::from_tcp_rustls(self.listener.into_std()?, tls)
+                            .handle(handle)
+                            .serve(router),
+                    )
+                }
+            };
         let engine = state.engine.clone();
         let grace = self.config.shutdown_grace;
         let engine_stop = {
@@ -399,7 +548,7 @@ impl Server {
                 engine.shutdown(grace).await;
             }
         };
-        let (http_result, ()) = tokio::join!(async move { http.await }, engine_stop);
+        let (http_result, ()) = tokio::join!(http, engine_stop);
         let _ = pruner.await;
         state.engine.store().close().await;
         http_result

@@ -39,6 +39,8 @@ pub struct EventFilter {
     pub pipeline: Option<String>,
     pub environment: Option<String>,
     pub types: Vec<EventType>,
+    /// Only events of these projects (`None`: every project).
+    pub visible: Option<Vec<String>>,
     pub limit: i64,
 }
 
@@ -124,6 +126,10 @@ impl Store {
             let marks = vec!["?"; filter.types.len()].join(", ");
             sql.push_str(&format!(" AND type IN ({marks})"));
         }
+        if let Some(visible) = &filter.visible {
+            let marks = vec!["?"; visible.len()].join(", ");
+            sql.push_str(&format!(" AND project IN ({marks})"));
+        }
         sql.push_str(" ORDER BY id LIMIT ?");
         let mut query = sqlx::query(&sql).bind(filter.after.unwrap_or(0));
         if let Some(run) = filter.run {
@@ -137,6 +143,9 @@ impl Store {
         }
         for t in &filter.types {
             query = query.bind(t.as_str());
+        }
+        for project in filter.visible.iter().flatten() {
+            query = query.bind(project);
         }
         let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
         rows.iter().map(event_row).collect()

@@ -1,5 +1,5 @@
 //! Ferry's metadata store: projects, runs, stages, actions, plans, approvals, environment
-//! holds, tokens and the audit chain.
+//! holds, users, teams, role grants, tokens, sessions and the audit chain.
 //!
 //! **Architecture Invariant:** this is the only crate that speaks SQL. Every status change
 //! is checked against `ferry_core`'s state machine inside the write transaction that
@@ -16,6 +16,7 @@ mod backup;
 pub mod blob;
 mod deployments;
 mod events;
+mod identity;
 mod keyring;
 pub mod model;
 mod state_ops;
@@ -37,6 +38,7 @@ use sqlx::SqlitePool;
 pub use backup::{Reencrypted, StoredVersion};
 pub use events::{Event, EventFilter};
 pub use ferry_core::Actor;
+pub use identity::{NewTokenRow, Session, Subject, Team, User};
 pub use keyring::keyring_key_id;
 pub use model::*;
 pub use secrets::{Resolved, Scope, SecretKind, SecretMeta, SecretName};

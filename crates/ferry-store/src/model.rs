@@ -19,6 +19,10 @@ pub struct Token {
     pub created_by: String,
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// Set for a personal token: it acts as this user, within the user's grants.
+    pub user_id: Option<i64>,
+    /// After this instant (RFC 3339) the token is refused.
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -301,6 +305,8 @@ pub struct RunFilter {
     /// Only runs with a smaller id (keyset pagination, newest first).
     pub before: Option<RunId>,
     pub limit: i64,
+    /// `Some`: only runs of these projects (the ones the caller may see).
+    pub visible: Option<Vec<String>>,
 }
 
 /// One environment's hold and queue.

@@ -466,6 +466,10 @@ impl Store {
         if filter.before.is_some() {
             sql.push_str(" AND runs.id < ?");
         }
+        if let Some(visible) = &filter.visible {
+            let marks = vec!["?"; visible.len()].join(", ");
+            sql.push_str(&format!(" AND projects.name IN ({marks})"));
+        }
         sql.push_str(" ORDER BY runs.id DESC LIMIT ?");
         let mut query = sqlx::query(&sql);
         if let Some(project) = &filter.project {
@@ -476,6 +480,9 @@ impl Store {
         }
         if let Some(before) = filter.before {
             query = query.bind(before.0);
+        }
+        for project in filter.visible.iter().flatten() {
+            query = query.bind(project);
         }
         let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
         rows.iter().map(run_row).collect()
@@ -780,6 +787,7 @@ impl Store {
         let run = load_run(&mut tx, run_id).await?;
         let target = format!("run/{run_id}");
         let break_glass = mode == ApprovalMode::BreakGlass;
+        let teams = crate::identity::user_teams_in(&mut tx, &actor.name).await?;
         let audit_action = if break_glass {
             "run.break_glass".to_owned()
         } else {
@@ -788,7 +796,12 @@ impl Store {
         let check = if break_glass {
             ferry_core::may_approve(&run.triggered_by, run.commit_author.as_deref(), &actor.name)
         } else {
-            rule.check(&run.triggered_by, run.commit_author.as_deref(), &actor.name)
+            rule.check_member(
+                &run.triggered_by,
+                run.commit_author.as_deref(),
+                &actor.name,
+                &teams,
+            )
         };
         if let Err(denied) = check {
             let err = Error::Denied(denied.to_string());

@@ -6,7 +6,7 @@ use sqlx::Row;
 use crate::audit::AuditEntry;
 use crate::{now, Actor, Error, Project, Result, Store, Token};
 
-fn token_row(r: &SqliteRow) -> Token {
+pub(crate) fn token_row(r: &SqliteRow) -> Token {
     let scope = match (
         r.get::<Option<i64>, _>("run_id"),
         r.get::<Option<i64>, _>("scope_project_id"),
@@ -30,6 +30,8 @@ fn token_row(r: &SqliteRow) -> Token {
         created_by: r.get("created_by"),
         revoked_at: r.get("revoked_at"),
         last_used_at: r.get("last_used_at"),
+        user_id: r.get("user_id"),
+        expires_at: r.get("expires_at"),
     }
 }
 
@@ -237,5 +239,20 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(project_row).collect())
+    }
+}
+
+impl Store {
+    /// The name of the project with this id (for a run credential's scope).
+    pub async fn project_name(&self, id: i64) -> Result<String> {
+        sqlx::query("SELECT name FROM projects WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::NotFound {
+                what: "project",
+                id: id.to_string(),
+            })
     }
 }

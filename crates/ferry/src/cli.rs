@@ -67,6 +67,11 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Admin(AdminCmd::Restore { dir }) => {
             crate::admin::restore(&dir, &data_dir(&g)).await
         }
+        Command::Login {
+            user,
+            token_name,
+            expires,
+        } => login(&g, user, token_name, &expires).await,
         command => {
             let client = client(&g)?;
             match client_command(&g, &client, command).await {
@@ -90,14 +95,66 @@ fn data_dir(g: &Global) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
-fn client(g: &Global) -> Result<Client> {
-    let dir = data_dir(g);
-    let server = match &g.server {
+fn server_url(g: &Global) -> String {
+    match &g.server {
         Some(s) => s.clone(),
-        None => std::fs::read_to_string(ferry_server::server_url_path(&dir))
+        None => std::fs::read_to_string(ferry_server::server_url_path(&data_dir(g)))
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| format!("http://{}", crate::config::DEFAULT_LISTEN)),
+    }
+}
+
+/// An RFC 3339 instant `text` (`30d`, `12h`) from now.
+fn expiry(text: &str) -> Result<String> {
+    let lifetime = humantime::parse_duration(text)
+        .with_context(|| format!("--expires: `{text}` is not a duration (e.g. 30d, 12h)"))?;
+    let at = chrono::Utc::now()
+        + chrono::Duration::from_std(lifetime).context("--expires is too long")?;
+    Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// `ferry login`: the password (first line of standard input) buys a personal token.
+async fn login(
+    g: &Global,
+    user: String,
+    token_name: Option<String>,
+    expires: &str,
+) -> Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    let token = TokenCreate {
+        name: token_name.unwrap_or_else(|| format!("{user}-cli")),
+        user: Some(user.clone()),
+        expires_at: Some(expiry(expires)?),
+        ..Default::default()
     };
+    let login = ferry_api::Login {
+        username: user,
+        password,
+    };
+    let created = ferry_api::login_for_token(&server_url(g), &login, &token).await?;
+    if g.output == crate::Output::Json {
+        print_json(&created)?;
+    } else {
+        eprintln!(
+            "personal token `{}` created (expires {}); it is shown only once:",
+            created.token.name,
+            created.token.expires_at.as_deref().unwrap_or("never")
+        );
+        out!("{}", created.secret);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(g: &Global) -> Result<Client> {
+    let dir = data_dir(g);
+    let server = server_url(g);
     let token = match &g.token {
         Some(t) => t.clone(),
         None => {
@@ -139,6 +196,14 @@ fn server_config(g: &Global, args: &ServerArgs) -> Result<Config> {
             .map(PathBuf::from),
         shutdown_grace: args.shutdown_grace.clone(),
         kill_grace: args.kill_grace.clone(),
+        public_url: args.public_url.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        insecure_cookies: args.insecure_cookies.then_some(true),
+        admin_password: std::env::var("FERRY_ADMIN_PASSWORD")
+            .ok()
+            .filter(|v| !v.is_empty()),
     };
     Config::resolve(file, over)
 }
@@ -167,6 +232,8 @@ async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
         shutdown_grace: config.shutdown_grace,
         path_var: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         passthrough_env,
+        access: config.access.clone(),
+        tls: config.tls.clone(),
     };
     let server = ferry_server::start(server_config)
         .await
@@ -177,6 +244,13 @@ async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
         "Admin token: {}",
         ferry_server::admin_token_path(&config.data_dir).display()
     );
+    let password_file = ferry_server::admin_password_path(&config.data_dir);
+    if password_file.exists() {
+        eprintln!(
+            "Admin user `admin`, password in {}",
+            password_file.display()
+        );
+    }
     server.serve(shutdown_signal()).await.context("serving")?;
     tracing::info!("ferry stopped");
     Ok(ExitCode::SUCCESS)
@@ -535,8 +609,23 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                 }
             }
         }
-        Command::Token(TokenCmd::Create { name, admin }) => {
-            let created = client.tokens_create(&TokenCreate { name, admin }).await?;
+        Command::Token(TokenCmd::Create {
+            name,
+            admin,
+            user,
+            scope,
+            expires,
+        }) => {
+            let expires_at = expires.as_deref().map(expiry).transpose()?;
+            let created = client
+                .tokens_create(&TokenCreate {
+                    name,
+                    admin,
+                    user,
+                    scopes: scope,
+                    expires_at,
+                })
+                .await?;
             if json {
                 print_json(&created)?;
             } else {
@@ -558,13 +647,19 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
                     } else {
                         "active"
                     };
-                    let role = if t.admin { "admin" } else { "user" };
+                    let role = match (&t.user, t.admin) {
+                        (_, true) => "admin".to_owned(),
+                        (Some(user), _) => format!("user {user}"),
+                        (None, _) if t.scopes.is_empty() => "approver".to_owned(),
+                        (None, _) => t.scopes.join(","),
+                    };
                     out!(
-                        "{:<20} {:<14} {:<6} {:<8} last used {}",
+                        "{:<20} {:<14} {:<24} {:<8} expires {} last used {}",
                         t.name,
                         t.hint,
                         role,
                         state,
+                        t.expires_at.as_deref().unwrap_or("never"),
                         t.last_used_at.as_deref().unwrap_or("never")
                     );
                 }
@@ -573,6 +668,27 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
         Command::State(cmd) => return crate::state_cmd::run(g, client, cmd).await,
         Command::Secret(cmd) => return crate::secret_cmd::run_secret(g, client, cmd).await,
         Command::Param(cmd) => return crate::secret_cmd::run_param(g, client, cmd).await,
+        Command::User(cmd) => return crate::identity_cmd::user(g, client, cmd).await,
+        Command::Team(cmd) => return crate::identity_cmd::team(g, client, cmd).await,
+        Command::Grant(args) => return crate::identity_cmd::grant(g, client, args, true).await,
+        Command::Revoke(args) => return crate::identity_cmd::grant(g, client, args, false).await,
+        Command::Grants => return crate::identity_cmd::grants(g, client).await,
+        Command::Whoami => {
+            let me = client.whoami().await?;
+            if json {
+                print_json(&me)?;
+            } else {
+                out!(
+                    "{}{} grants [{}]{}",
+                    me.name,
+                    if me.admin { " (admin)" } else { "" },
+                    me.grants.join(", "),
+                    me.limited_to
+                        .map(|l| format!(" limited to [{}]", l.join(", ")))
+                        .unwrap_or_default()
+                );
+            }
+        }
         Command::Token(TokenCmd::Revoke { name }) => {
             let token = client.tokens_revoke(&name).await?;
             if json {
@@ -582,6 +698,7 @@ async fn client_command(g: &Global, client: &Client, command: Command) -> Result
             }
         }
         Command::Server(_)
+        | Command::Login { .. }
         | Command::Validate { .. }
         | Command::Audit(_)
         | Command::Policy(_)

@@ -21,6 +21,15 @@ pub(crate) struct RawConfig {
     pub master_key_file: Option<PathBuf>,
     pub shutdown_grace: Option<String>,
     pub kill_grace: Option<String>,
+    pub public_url: Option<String>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Session cookies without `Secure` (plain HTTP on loopback only).
+    pub insecure_cookies: Option<bool>,
+    pub session_idle: Option<String>,
+    pub session_absolute: Option<String>,
 }
 
 impl RawConfig {
@@ -40,6 +49,14 @@ pub(crate) struct Overrides {
     pub master_key_file: Option<PathBuf>,
     pub shutdown_grace: Option<String>,
     pub kill_grace: Option<String>,
+    pub public_url: Option<String>,
+    /// Comma-separated.
+    pub trusted_proxies: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub insecure_cookies: Option<bool>,
+    /// `FERRY_ADMIN_PASSWORD`: the first admin's password (first start only).
+    pub admin_password: Option<String>,
 }
 
 /// Where the master key comes from; the key itself is never part of the printed config.
@@ -68,6 +85,9 @@ pub(crate) struct Config {
     master_key_value: Option<Redacted>,
     pub shutdown_grace: Duration,
     pub kill_grace: Duration,
+    /// Sessions, proxies, the first admin's password (its `Debug` is redacted below).
+    pub access: ferry_server::AccessConfig,
+    pub tls: Option<ferry_server::TlsFiles>,
 }
 
 fn duration(what: &str, text: &str) -> Result<Duration> {
@@ -116,6 +136,48 @@ impl Config {
                 .or(file.kill_grace)
                 .unwrap_or_else(|| "10s".into()),
         )?;
+        let mut access = ferry_server::AccessConfig::default();
+        if let Some(text) = file.session_idle {
+            access.session_idle = duration("session idle", &text)?;
+        }
+        if let Some(text) = file.session_absolute {
+            access.session_absolute = duration("session absolute", &text)?;
+        }
+        access.cookie_secure = !over
+            .insecure_cookies
+            .or(file.insecure_cookies)
+            .unwrap_or(false);
+        access.public_url = over.public_url.or(file.public_url);
+        if let Some(url) = &access.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                bail!("public URL `{url}` must start with https:// or http://");
+            }
+        }
+        let proxies: Vec<String> = match over.trusted_proxies {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => file.trusted_proxies.unwrap_or_default(),
+        };
+        for proxy in proxies {
+            access.trusted_proxies.push(
+                proxy
+                    .parse()
+                    .with_context(|| format!("trusted proxy `{proxy}` is not an IP address"))?,
+            );
+        }
+        access.admin_password = over.admin_password;
+        let tls = match (
+            over.tls_cert.or(file.tls_cert),
+            over.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(ferry_server::TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("give both --tls-cert and --tls-key, or neither"),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -123,6 +185,8 @@ impl Config {
             master_key_value,
             shutdown_grace,
             kill_grace,
+            access,
+            tls,
         })
     }
 
@@ -152,6 +216,15 @@ impl Config {
             "master_key": key,
             "shutdown_grace": humantime::format_duration(self.shutdown_grace).to_string(),
             "kill_grace": humantime::format_duration(self.kill_grace).to_string(),
+            "public_url": self.access.public_url,
+            "trusted_proxies": self.access.trusted_proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "secure_cookies": self.access.cookie_secure,
+            "session_idle": humantime::format_duration(self.access.session_idle).to_string(),
+            "session_absolute": humantime::format_duration(self.access.session_absolute).to_string(),
+            "tls": self.tls.as_ref().map(|t| serde_json::json!({
+                "cert": t.cert.display().to_string(), "key": t.key.display().to_string(),
+            })),
+            "admin_password": self.access.admin_password.as_ref().map(|_| "from FERRY_ADMIN_PASSWORD (redacted)"),
         })
     }
 }
@@ -202,5 +275,53 @@ mod tests {
             !format!("{config:?}").contains(&"00".repeat(32)),
             "{config:?}"
         );
+    }
+
+    #[test]
+    fn access_settings_resolve_and_the_admin_password_is_never_printed() {
+        let file: RawConfig = toml::from_str(
+            "trusted_proxies = [\"10.0.0.1\"]\nsession_idle = \"10m\"\ninsecure_cookies = true\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            admin_password: Some("a very secret first password".into()),
+            public_url: Some("https://ferry.example.com".into()),
+            ..Default::default()
+        };
+        let config = Config::resolve(file, over).unwrap();
+        assert_eq!(
+            config.access.trusted_proxies,
+            ["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(config.access.session_idle, Duration::from_secs(600));
+        assert!(!config.access.cookie_secure);
+        let printed = format!("{} {config:?}", config.redacted());
+        assert!(!printed.contains("a very secret"), "{printed}");
+        for (bad, message) in [
+            (
+                Overrides {
+                    trusted_proxies: Some("proxy.local".into()),
+                    ..Default::default()
+                },
+                "not an IP address",
+            ),
+            (
+                Overrides {
+                    public_url: Some("ferry.example.com".into()),
+                    ..Default::default()
+                },
+                "must start with",
+            ),
+            (
+                Overrides {
+                    tls_cert: Some("c.pem".into()),
+                    ..Default::default()
+                },
+                "--tls-key",
+            ),
+        ] {
+            let err = Config::resolve(RawConfig::default(), bad).unwrap_err();
+            assert!(format!("{err:#}").contains(message), "{err:#}");
+        }
     }
 }

@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod config;
 mod delivery_cmd;
+mod identity_cmd;
 mod policy_cmd;
 mod secret_cmd;
 mod state_cmd;
@@ -183,7 +184,7 @@ pub enum Command {
     Reject(DecisionArgs),
     /// Who holds each environment and who waits for it.
     Queue,
-    /// Manage API tokens.
+    /// Manage API tokens (personal and service).
     #[command(subcommand)]
     Token(TokenCmd),
     /// Secrets: write-only values for runs (set, list, rm).
@@ -192,6 +193,32 @@ pub enum Command {
     /// Parameters: readable configuration values for runs (set, get, list, rm).
     #[command(subcommand)]
     Param(secret_cmd::ParamCmd),
+    /// Manage users (admin).
+    #[command(subcommand)]
+    User(identity_cmd::UserCmd),
+    /// Manage teams (admin).
+    #[command(subcommand)]
+    Team(identity_cmd::TeamCmd),
+    /// Grant a role to a user or a team (admin).
+    Grant(identity_cmd::GrantArgs),
+    /// Take a role away from a user or a team (admin).
+    Revoke(identity_cmd::GrantArgs),
+    /// List every role grant (admin).
+    Grants,
+    /// The calling identity and its grants.
+    Whoami,
+    /// Get a personal token with your password (read from standard input); it is printed
+    /// once. Use it as FERRY_TOKEN.
+    Login {
+        #[arg(long)]
+        user: String,
+        /// The new token's name (default: USER-cli).
+        #[arg(long)]
+        token_name: Option<String>,
+        /// The token's lifetime (default: 30d).
+        #[arg(long, default_value = "30d")]
+        expires: String,
+    },
     /// Terraform states held by the built-in backend.
     #[command(subcommand)]
     State(state_cmd::StateCmd),
@@ -223,6 +250,21 @@ pub struct ServerArgs {
     /// After SIGTERM to an action's process group, how long before SIGKILL.
     #[arg(long, env = "FERRY_KILL_GRACE")]
     pub kill_grace: Option<String>,
+    /// The URL users reach Ferry at, when a proxy stands in front of it.
+    #[arg(long, env = "FERRY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Comma-separated addresses of reverse proxies whose X-Forwarded-For is believed.
+    #[arg(long, env = "FERRY_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "FERRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FERRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Session cookies without the Secure flag: only for plain HTTP on loopback.
+    #[arg(long, env = "FERRY_INSECURE_COOKIES")]
+    pub insecure_cookies: bool,
 }
 
 #[derive(Args, Debug)]
@@ -256,8 +298,19 @@ pub enum TokenCmd {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long)]
+        /// A service token that is a global admin.
+        #[arg(long, conflicts_with_all = ["user", "scope"])]
         admin: bool,
+        /// A personal token of this user (yourself, or anyone for an admin).
+        #[arg(long)]
+        user: Option<String>,
+        /// ROLE[@PROJECT[/ENVIRONMENT]], repeatable: a service token's grants, or the limit
+        /// of a personal token. A service token without scopes is an approver everywhere.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Lifetime, e.g. 30d or 12h (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
     },
     List,
     Revoke {

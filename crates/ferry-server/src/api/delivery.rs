@@ -16,12 +16,24 @@ use crate::AppState;
 /// Runs a failed, interrupted or cancelled run again on the same commit, from its first
 /// environment that did not complete. It re-plans; it never applies an old plan.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/retry", params(("id" = i64, Path)),
+    request_body(content = Object, description = "Optional: an empty JSON object (a retry takes no options)", content_type = "application/json"),
     responses((status = 201, body = api::Run), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn runs_retry(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<i64>,
+    body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<api::Run>)> {
+    // A retry takes no options: the body, if any, is an empty JSON object.
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let options: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body must be a JSON object: {e}")))?;
+        if let Some(field) = options.keys().next() {
+            return Err(ApiError::bad_request(format!(
+                "unknown field `{field}`: a retry takes no options"
+            )));
+        }
+    }
     let result = state
         .engine
         .retry(&identity.actor(), RunId(id))
@@ -144,6 +156,14 @@ pub(crate) async fn approvals_pending(
     let list = state.engine.approvals_for(&identity.actor()).await?;
     Ok(axum::Json(
         list.into_iter()
+            // The rule of the environment may name this identity, but deciding also takes
+            // the approver role there.
+            .filter(|(run, environment)| {
+                identity.allows(
+                    ferry_core::Permission::Approve,
+                    &ferry_core::Target::Environment(&run.project, environment),
+                )
+            })
             .map(|(run, environment)| api::PendingApproval {
                 run: convert::run(run),
                 environment,

@@ -3,6 +3,7 @@
 
 pub(crate) mod delivery;
 pub(crate) mod events;
+pub(crate) mod identity;
 pub(crate) mod logs;
 pub(crate) mod projects;
 pub(crate) mod runs;
@@ -26,6 +27,9 @@ use utoipa::{Modify, OpenApi};
         events::events_list, events::events_stream, events::audit_list,
         logs::logs_get, logs::logs_stream,
         tokens::tokens_create, tokens::tokens_list, tokens::tokens_revoke,
+        identity::login, identity::logout, identity::users_list, identity::users_create, identity::users_update,
+        identity::teams_list, identity::teams_create, identity::team_members_add, identity::team_members_remove,
+        identity::grants_list, identity::grants_create, identity::grants_revoke,
         states::states_list, states::state_show, states::state_versions, states::state_raw, states::state_diff,
         states::state_lock_info, states::state_unlock, states::state_rollback, states::state_push,
         states::state_delete, states::state_retention,
@@ -44,6 +48,8 @@ use utoipa::{Modify, OpenApi};
         ferry_api::Deployment, ferry_api::PendingApproval, ferry_api::ApprovalView, ferry_api::Check,
         ferry_api::CheckAction, ferry_api::Event, ferry_api::EventPage, ferry_api::AuditEntry, ferry_api::AuditPage,
         ferry_api::SecretInfo, ferry_api::SecretSet, ferry_api::ParamValue,
+        ferry_api::User, ferry_api::UserCreate, ferry_api::UserUpdate, ferry_api::Team, ferry_api::TeamCreate,
+        ferry_api::TeamMember, ferry_api::RoleGrant, ferry_api::Login, ferry_api::SessionInfo,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -82,11 +82,15 @@ pub(crate) async fn projects_create(
 #[utoipa::path(get, path = "/api/v1/projects", responses((status = 200, body = Vec<api::Project>)))]
 pub(crate) async fn projects_list(
     State(state): State<AppState>,
-    _identity: Identity,
+    identity: Identity,
 ) -> ApiResult<axum::Json<Vec<api::Project>>> {
     let projects = state.engine.store().list_projects().await?;
     Ok(axum::Json(
-        projects.into_iter().map(convert::project).collect(),
+        projects
+            .into_iter()
+            .filter(|p| identity.sees(&p.name))
+            .map(convert::project)
+            .collect(),
     ))
 }
 

@@ -7,7 +7,7 @@ use ferry_core::{RunId, RunStatus};
 use ferry_store::{ApprovalMode, Decision, RunFilter};
 use serde::Deserialize;
 
-use crate::auth::{audit_failure, require_admin_audited, Identity};
+use crate::auth::{audit_failure, require_audited, Identity};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -67,7 +67,7 @@ pub(crate) struct RunsQuery {
 #[utoipa::path(get, path = "/api/v1/runs", params(RunsQuery), responses((status = 200, body = api::RunPage), (status = 400, body = api::ErrorBody)))]
 pub(crate) async fn runs_list(
     State(state): State<AppState>,
-    _identity: Identity,
+    identity: Identity,
     Query(query): Query<RunsQuery>,
 ) -> ApiResult<axum::Json<api::RunPage>> {
     let limit = query.limit.unwrap_or(50);
@@ -86,6 +86,7 @@ pub(crate) async fn runs_list(
         status,
         before: query.before.map(RunId),
         limit: limit + 1,
+        visible: visible_projects(&state, &identity).await?,
     };
     let mut runs = state.engine.store().list_runs(&filter).await?;
     let next_before = if runs.len() as i64 > limit {
@@ -98,6 +99,24 @@ pub(crate) async fn runs_list(
         runs: runs.into_iter().map(convert::run).collect(),
         next_before,
     }))
+}
+
+/// `None` when the identity sees every project, else the names of those it sees.
+pub(crate) async fn visible_projects(
+    state: &AppState,
+    identity: &Identity,
+) -> ApiResult<Option<Vec<String>>> {
+    if identity.grants.sees_all() {
+        return Ok(None);
+    }
+    let projects = state.engine.store().list_projects().await?;
+    Ok(Some(
+        projects
+            .into_iter()
+            .map(|p| p.name)
+            .filter(|p| identity.sees(p))
+            .collect(),
+    ))
 }
 
 /// A run with its stages, actions, plan summaries and approvals.
@@ -162,8 +181,17 @@ pub(crate) async fn approvals_create(
                     "break glass is for approving; a rejection needs no emergency",
                 ));
             }
-            require_admin_audited(&state, &identity, "run.break_glass", &format!("run/{id}"))
-                .await?;
+            let run = state.engine.store().run(RunId(id)).await?;
+            let target = ferry_core::Target::Environment(&run.project, &body.environment);
+            require_audited(
+                &state,
+                &identity,
+                identity.allows(ferry_core::Permission::Admin, &target),
+                "run.break_glass",
+                &format!("run/{id}"),
+                "a break-glass approval needs the admin role in the environment",
+            )
+            .await?;
             ApprovalMode::BreakGlass
         } else {
             ApprovalMode::Normal

@@ -9,7 +9,9 @@ use axum::extract::State;
 use ferry_api as api;
 use ferry_store::{Scope, SecretKind, SecretMeta, SecretName};
 
-use crate::auth::{audit_failure, require_admin_audited, Identity};
+use ferry_core::{Permission, Target};
+
+use crate::auth::{audit_failure, require_audited, Identity};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::AppState;
@@ -45,6 +47,35 @@ fn parse(name: &str, scope: &api::ScopeQuery) -> ApiResult<(SecretName, Scope)> 
     Ok((name, scope))
 }
 
+/// What a scope is, for authorisation: admin on it to change a value, read on it to see one.
+fn scope_target(scope: &api::ScopeQuery) -> Target<'_> {
+    match (scope.project.as_deref(), scope.env.as_deref()) {
+        (Some(project), Some(environment)) => Target::Environment(project, environment),
+        (Some(project), None) => Target::Project(project),
+        _ => Target::Global,
+    }
+}
+
+/// Refuses (audited) unless the identity is an admin of the value's scope.
+async fn require_scope_admin(
+    state: &AppState,
+    identity: &Identity,
+    scope: &api::ScopeQuery,
+    action: &str,
+    target: &str,
+) -> ApiResult<()> {
+    let allowed = identity.allows(Permission::Admin, &scope_target(scope));
+    require_audited(
+        state,
+        identity,
+        allowed,
+        action,
+        target,
+        "managing secrets and parameters needs the admin role on their scope",
+    )
+    .await
+}
+
 fn target(kind: SecretKind, name: &str, scope: &api::ScopeQuery) -> String {
     let mut t = format!("{kind}/");
     for part in [&scope.project, &scope.env].into_iter().flatten() {
@@ -55,13 +86,24 @@ fn target(kind: SecretKind, name: &str, scope: &api::ScopeQuery) -> String {
     t
 }
 
-async fn list(state: &AppState, kind: SecretKind, q: ListQuery) -> ApiResult<Vec<api::SecretInfo>> {
+/// Metadata of the values whose scope the identity can see (global ones, and those of the
+/// projects it has a role in).
+async fn list(
+    state: &AppState,
+    identity: &Identity,
+    kind: SecretKind,
+    q: ListQuery,
+) -> ApiResult<Vec<api::SecretInfo>> {
     let metas = state
         .engine
         .store()
         .list_secrets(kind, q.project.as_deref())
         .await?;
-    Ok(metas.into_iter().map(info).collect())
+    Ok(metas
+        .into_iter()
+        .filter(|m| m.scope.project().is_none_or(|p| identity.sees(p)))
+        .map(info)
+        .collect())
 }
 
 async fn set(
@@ -74,7 +116,7 @@ async fn set(
 ) -> ApiResult<api::SecretInfo> {
     let action = format!("{kind}.set");
     let target = target(kind, name, scope);
-    require_admin_audited(state, identity, &action, &target).await?;
+    require_scope_admin(state, identity, scope, &action, &target).await?;
     let result = async {
         let (name, scope) = parse(name, scope)?;
         let body: api::SecretSet = serde_json::from_slice(body).map_err(|_| {
@@ -109,7 +151,7 @@ async fn delete(
 ) -> ApiResult<api::SecretInfo> {
     let action = format!("{kind}.remove");
     let target = target(kind, name, scope);
-    require_admin_audited(state, identity, &action, &target).await?;
+    require_scope_admin(state, identity, scope, &action, &target).await?;
     let result = async {
         let (name, scope) = parse(name, scope)?;
         let meta = state
@@ -128,10 +170,12 @@ async fn delete(
     responses((status = 200, body = Vec<api::SecretInfo>)))]
 pub(crate) async fn secrets_list(
     State(state): State<AppState>,
-    _identity: Identity,
+    identity: Identity,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Vec<api::SecretInfo>>> {
-    Ok(axum::Json(list(&state, SecretKind::Secret, q).await?))
+    Ok(axum::Json(
+        list(&state, &identity, SecretKind::Secret, q).await?,
+    ))
 }
 
 /// Sets a new version of a secret. The answer is its metadata; the value is never returned.
@@ -170,10 +214,12 @@ pub(crate) async fn secrets_delete(
     responses((status = 200, body = Vec<api::SecretInfo>)))]
 pub(crate) async fn params_list(
     State(state): State<AppState>,
-    _identity: Identity,
+    identity: Identity,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Vec<api::SecretInfo>>> {
-    Ok(axum::Json(list(&state, SecretKind::Param, q).await?))
+    Ok(axum::Json(
+        list(&state, &identity, SecretKind::Param, q).await?,
+    ))
 }
 
 /// A parameter's current value at exactly the given scope.
@@ -181,10 +227,14 @@ pub(crate) async fn params_list(
     responses((status = 200, body = api::ParamValue), (status = 400, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn params_get(
     State(state): State<AppState>,
-    _identity: Identity,
+    identity: Identity,
     Path(name): Path<String>,
     Query(scope): Query<api::ScopeQuery>,
 ) -> ApiResult<axum::Json<api::ParamValue>> {
+    if !identity.allows(Permission::Read, &scope_target(&scope)) {
+        // Not visible: answered like a missing value, so its existence is not revealed.
+        return Err(ApiError::not_found(format!("param `{name}` not found")));
+    }
     let (name, scope) = parse(&name, &scope)?;
     let (meta, value) = state.engine.param_value(&scope, &name).await?;
     Ok(axum::Json(api::ParamValue {

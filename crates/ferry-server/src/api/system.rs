@@ -41,12 +41,16 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<api:
     }))
 }
 
-/// The identity of the calling token.
+/// The calling identity and its grants.
 #[utoipa::path(get, path = "/api/v1/whoami", responses((status = 200, body = api::Whoami), (status = 401, body = api::ErrorBody)))]
 pub(crate) async fn whoami(identity: Identity) -> Json<api::Whoami> {
+    let show = |list: &[ferry_core::Grant]| list.iter().map(|g| g.to_string()).collect();
     Json(api::Whoami {
+        grants: show(&identity.grants.grants),
+        limited_to: identity.grants.limit.as_deref().map(show),
         name: identity.name,
         admin: identity.admin,
+        user: identity.user,
     })
 }
 
@@ -54,12 +58,13 @@ pub(crate) async fn whoami(identity: Identity) -> Json<api::Whoami> {
 #[utoipa::path(get, path = "/api/v1/queue", responses((status = 200, body = Vec<api::EnvironmentQueue>)))]
 pub(crate) async fn queue(
     State(state): State<AppState>,
-    _identity: Identity,
+    identity: Identity,
 ) -> ApiResult<Json<Vec<api::EnvironmentQueue>>> {
     let queue = state.engine.store().queue().await?;
     Ok(Json(
         queue
             .into_iter()
+            .filter(|q| identity.sees(&q.project))
             .map(|q| api::EnvironmentQueue {
                 project: q.project,
                 pipeline: q.pipeline,

@@ -87,6 +87,7 @@ async fn malformed_requests_get_json_4xx_errors() {
         .call("POST", "/api/v1/projects", Some(json!({"name": "x"})))
         .await
         .assert_error(422, "invalid_body");
+    // Authorisation resolves the run (and its project) before the body is judged.
     server
         .call(
             "POST",
@@ -94,7 +95,15 @@ async fn malformed_requests_get_json_4xx_errors() {
             Some(json!({"environment": "prod", "decision": "maybe", "comment": "hm"})),
         )
         .await
-        .assert_error(400, "bad_request");
+        .assert_error(404, "not_found");
+    server
+        .call(
+            "POST",
+            "/api/v1/runs/x/approvals",
+            Some(json!({"environment": "prod", "decision": "approve", "comment": "hm"})),
+        )
+        .await
+        .assert_error(400, "invalid_path");
 
     // Projects.
     for name in ["Bad Name", "-x", "", "a/b", &"x".repeat(64)] {
@@ -453,6 +462,7 @@ async fn tokens_are_required_and_only_admins_manage_them() {
             .tokens_create(&TokenCreate {
                 name: "mallory".into(),
                 admin: true,
+                ..Default::default()
             })
             .await,
     );
@@ -481,6 +491,7 @@ async fn tokens_are_required_and_only_admins_manage_them() {
             .tokens_create(&TokenCreate {
                 name: "alice".into(),
                 admin: false,
+                ..Default::default()
             })
             .await,
     );

@@ -60,6 +60,14 @@ impl Answer {
 
 impl TestServer {
     pub(crate) async fn start() -> TestServer {
+        TestServer::start_with(|_| {}, reqwest::Client::new()).await
+    }
+
+    /// A server whose configuration `adjust` changes first, spoken to with `http`.
+    pub(crate) async fn start_with(
+        adjust: impl FnOnce(&mut ServerConfig),
+        http: reqwest::Client,
+    ) -> TestServer {
         let data = tempfile::Builder::new()
             .prefix("ferry-api-test-")
             .tempdir()
@@ -75,7 +83,7 @@ impl TestServer {
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
         .collect();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: data.path().to_owned(),
             master_key: KeySource::DataDir(data.path().to_owned()),
@@ -83,7 +91,13 @@ impl TestServer {
             shutdown_grace: Duration::from_secs(5),
             path_var: ferry_test_support::path_with_terraform(),
             passthrough_env,
+            access: ferry_server::AccessConfig {
+                cookie_secure: false,
+                ..Default::default()
+            },
+            tls: None,
         };
+        adjust(&mut config);
         let server = ferry_server::start(config).await.expect("server starts");
         let url = server.url.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -92,12 +106,12 @@ impl TestServer {
         }));
         let token = std::fs::read_to_string(ferry_server::admin_token_path(data.path()))
             .expect("admin.token written");
-        let admin = Client::new(&url, token.trim());
+        let admin = Client::with_http(http.clone(), &url, token.trim());
         TestServer {
             url,
             data: Some(data),
             admin,
-            http: reqwest::Client::new(),
+            http,
             stop: Some(stop),
             serving: Some(serving),
             repos: Vec::new(),
@@ -139,7 +153,7 @@ impl TestServer {
             .admin
             .tokens_create(&ferry_api::TokenCreate {
                 name: name.to_owned(),
-                admin: false,
+                ..Default::default()
             })
             .await
             .expect("create token");

@@ -187,7 +187,7 @@ async fn metrics_count_runs_by_status_and_time_actions_and_requests() {
 
 /// Every (method, path) the router serves. Keep in sync with `app()`; the test below checks
 /// this list against the source of `app()`, the OpenAPI document and the live router.
-const ROUTES: &[(&str, &str)] = &[
+pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -217,6 +217,18 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/tokens"),
     ("post", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{name}"),
+    ("post", "/api/v1/login"),
+    ("post", "/api/v1/logout"),
+    ("get", "/api/v1/users"),
+    ("post", "/api/v1/users"),
+    ("patch", "/api/v1/users/{name}"),
+    ("get", "/api/v1/teams"),
+    ("post", "/api/v1/teams"),
+    ("post", "/api/v1/teams/{team}/members"),
+    ("delete", "/api/v1/teams/{team}/members/{user}"),
+    ("get", "/api/v1/grants"),
+    ("post", "/api/v1/grants"),
+    ("post", "/api/v1/grants/revoke"),
     ("get", "/api/v1/states"),
     ("get", "/api/v1/states/{project}/{environment}"),
     ("delete", "/api/v1/states/{project}/{environment}"),

@@ -11,6 +11,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod crash;
+mod identity;
 mod policy;
 mod promotion;
 mod quickstart;
