@@ -110,6 +110,8 @@ pub(crate) struct RunSecrets {
     // Invariant: masks every secret value in `envs` and every Ferry token.
     masker: Arc<Masker>,
     envs: HashMap<String, Vec<Bound>>,
+    /// Versions whose use by this run is already recorded (saves a write per action).
+    recorded: std::sync::Mutex<std::collections::HashSet<(i64, i64)>>,
 }
 
 impl RunSecrets {
@@ -172,10 +174,22 @@ impl RunSecrets {
             }
             used.push(&bound.resolved);
         }
+        let key = |r: &Resolved| (r.id, r.version);
+        used.retain(|r| {
+            !self
+                .recorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key(r))
+        });
         engine
             .store()
             .record_secret_use(&Actor::system("engine"), run_id, &used)
             .await?;
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(used.iter().map(|r| key(r)));
         Ok(files)
     }
 }
@@ -249,6 +263,7 @@ pub(crate) async fn resolve(
         return Ok(Ok(RunSecrets {
             masker: Arc::new(Masker::new(values, true).expect("no values")),
             envs,
+            recorded: Default::default(),
         }));
     }
     let mut wanted = Vec::new();
@@ -300,6 +315,7 @@ pub(crate) async fn resolve(
     Ok(Ok(RunSecrets {
         masker: Arc::new(masker),
         envs,
+        recorded: Default::default(),
     }))
 }
 
@@ -359,6 +375,7 @@ mod tests {
         let secrets = RunSecrets {
             masker: Arc::new(Masker::new(["hunter2-hunter2"], true).unwrap()),
             envs: HashMap::new(),
+            recorded: Default::default(),
         };
         let error = crate::Error::Io(std::io::Error::other(
             "terraform said: bad password hunter2-hunter2",
