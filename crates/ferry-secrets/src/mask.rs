@@ -35,6 +35,7 @@
 //! that transforms a secret some other way (reverses it, hex-encodes it,
 //! prints one character per line, encrypts it) can still leak it.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::token::{TOKEN_LEN, TOKEN_PREFIX};
 
@@ -94,6 +95,10 @@ pub struct Masker {
     // pattern. A DFA over these few short strings scans much faster than `ac` does, and any
     // match of `ac` starts where one of these does, so `ac` only looks there.
     prefixes: Option<AhoCorasick>,
+    // Invariant: every non-empty prefix, at most PREFIX_LEN long, of every pattern. A
+    // stream holds back a tail only from a position where it could still start a match.
+    // Zeroized on drop.
+    starts: HashSet<Vec<u8>>,
     patterns: Vec<Zeroizing<Vec<u8>>>,
     token_id: Option<usize>,
     // Invariant: the longest span a match can cover (for tokens, the token).
@@ -113,6 +118,14 @@ impl fmt::Debug for Masker {
                     + self.prefixes.as_ref().map_or(0, |a| a.memory_usage())),
             )
             .finish()
+    }
+}
+
+impl Drop for Masker {
+    fn drop(&mut self) {
+        for mut start in self.starts.drain() {
+            start.zeroize();
+        }
     }
 }
 
@@ -180,9 +193,14 @@ impl Masker {
                     .expect("patterns are non-empty and small"),
             )
         };
+        let starts = patterns
+            .iter()
+            .flat_map(|p| (1..=p.len().min(PREFIX_LEN)).map(|l| p[..l].to_vec()))
+            .collect();
         Ok(Masker {
             ac,
             prefixes,
+            starts,
             patterns,
             token_id,
             max_len,
@@ -266,6 +284,22 @@ impl Masker {
         merged
     }
 
+    /// Whether `tail` (the end of what has arrived) may be the start of a match: its first
+    /// bytes start a pattern, or it is the start of a Ferry token. Errs on holding back.
+    fn could_start(&self, tail: &[u8]) -> bool {
+        if self.starts.contains(&tail[..tail.len().min(PREFIX_LEN)]) {
+            return true;
+        }
+        self.token_id.is_some()
+            && tail.len() < TOKEN_LEN
+            && if tail.len() <= TOKEN_PREFIX.len() {
+                TOKEN_PREFIX.as_bytes().starts_with(tail)
+            } else {
+                tail.starts_with(TOKEN_PREFIX.as_bytes())
+                    && tail[TOKEN_PREFIX.len()..].iter().all(|&b| is_b64url(b))
+            }
+    }
+
     /// Adds the range of one match of pattern `id` at `start..end` of `buf` (a token
     /// extends to its full length, and is no match without it).
     fn push_match(
@@ -299,8 +333,16 @@ impl Masker {
         let keep = self.max_len.saturating_sub(1);
         let len = buf.len();
         // A match not yet complete ends after `len`, so it starts at or after
-        // `len - keep`: bytes before `cut` can no longer become part of one.
-        let cut = if last { len } else { len.saturating_sub(keep) };
+        // `len - keep`, where the rest of the buffer is the start of a pattern: bytes
+        // before `cut` can no longer become part of one.
+        let cut = if last {
+            len
+        } else {
+            // (A match may also start inside already-emitted, masked bytes.)
+            (len.saturating_sub(keep)..len)
+                .find(|&p| self.could_start(&buf[p..]))
+                .map_or(len, |p| p.max(state.emitted))
+        };
         let mut pos = state.emitted;
         for (s, e) in self.covered(buf, pos) {
             if e <= pos {
@@ -709,14 +751,25 @@ mod tests {
         let mut out = Vec::new();
         s.filter(b"a long first line of output\nhunt", &mut out);
         // Everything that cannot be the start of a match is out already.
-        assert!(out.starts_with(b"a long first line"));
-        assert!(!out.windows(4).any(|w| w == b"hunt"));
+        assert_eq!(out, b"a long first line of output\n");
+        s.filter(b"", &mut out);
+        assert_eq!(out, b"a long first line of output\n");
         s.filter(b"er22 done\n", &mut out);
         s.finish(&mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "a long first line of output\n*** done\n"
         );
+
+        // A complete line goes out at once (a log tail sees it live), also with the
+        // token rule, whose matches are 49 bytes long; a token's start waits.
+        let m = Arc::new(Masker::new(["hunter22"], true).unwrap());
+        let mut s = MaskStream::new(m);
+        let mut out = Vec::new();
+        s.filter(b"line-1\n", &mut out);
+        assert_eq!(out, b"line-1\n");
+        s.filter(b"token ferry_abc", &mut out);
+        assert_eq!(out, b"line-1\ntoken ");
     }
 
     fn secret() -> impl Strategy<Value = String> {
