@@ -326,13 +326,42 @@ pub(crate) async fn mask_file(masker: &Masker, path: &Path) -> Result<Vec<u8>> {
     if masker.is_empty() {
         return Ok(bytes);
     }
-    let masked = masker.mask_bytes(&bytes);
+    let mut masked = masker.mask_bytes(&bytes);
+    if masked != bytes && serde_json::from_slice::<serde_json::Value>(&masked).is_err() {
+        // A value masked outside a string (a secret that is also a bare number) broke the
+        // JSON: mask string by string instead, which keeps it valid.
+        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            mask_strings(masker, &mut value);
+            masked = serde_json::to_vec(&value).unwrap_or_default();
+        }
+    }
     if masked != bytes {
         let tmp = path.with_extension("json.masking");
         tokio::fs::write(&tmp, &masked).await?;
         tokio::fs::rename(&tmp, path).await?;
     }
     Ok(masked)
+}
+
+fn mask_strings(masker: &Masker, value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => *s = masker.mask_str(s),
+        serde_json::Value::Number(n) => {
+            let text = n.to_string();
+            if masker.mask_str(&text) != text {
+                *value = serde_json::Value::String(masker.mask_str(&text));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| mask_strings(masker, v)),
+        serde_json::Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (k, mut v) in entries {
+                mask_strings(masker, &mut v);
+                map.insert(masker.mask_str(&k), v);
+            }
+        }
+        serde_json::Value::Bool(_) | serde_json::Value::Null => {}
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +397,25 @@ mod tests {
         // An invalid glob matches only itself.
         assert!(matches_any(&["a[".to_owned()], "a["));
         assert!(!matches_any(&["a[".to_owned()], "ab"));
+    }
+
+    #[tokio::test]
+    async fn plan_json_stays_valid_when_a_secret_is_a_bare_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let masker = Masker::new(["31415926", "pw-secret-1"], true).unwrap();
+        std::fs::write(&path, r#"{"pin":31415926,"pw":"pw-secret-1","n":2}"#).unwrap();
+        let out = mask_file(&masker, &path).await.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({ "pin": "***", "pw": "***", "n": 2 })
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), out);
+        // The usual case: masked in place, byte for byte otherwise.
+        std::fs::write(&path, r#"{"pw": "pw-secret-1"}"#).unwrap();
+        let out = mask_file(&masker, &path).await.unwrap();
+        assert_eq!(out, br#"{"pw": "***"}"#);
     }
 
     #[test]
