@@ -110,6 +110,8 @@ pub(crate) struct RunSecrets {
     // Invariant: masks every secret value in `envs` and every Ferry token.
     masker: Arc<Masker>,
     envs: HashMap<String, Vec<Bound>>,
+    /// Versions whose use by this run is already recorded (saves a write per action).
+    recorded: std::sync::Mutex<std::collections::HashSet<(i64, i64)>>,
 }
 
 impl RunSecrets {
@@ -172,10 +174,22 @@ impl RunSecrets {
             }
             used.push(&bound.resolved);
         }
+        let key = |r: &Resolved| (r.id, r.version);
+        used.retain(|r| {
+            !self
+                .recorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key(r))
+        });
         engine
             .store()
             .record_secret_use(&Actor::system("engine"), run_id, &used)
             .await?;
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(used.iter().map(|r| key(r)));
         Ok(files)
     }
 }
@@ -249,6 +263,7 @@ pub(crate) async fn resolve(
         return Ok(Ok(RunSecrets {
             masker: Arc::new(Masker::new(values, true).expect("no values")),
             envs,
+            recorded: Default::default(),
         }));
     }
     let mut wanted = Vec::new();
@@ -300,6 +315,7 @@ pub(crate) async fn resolve(
     Ok(Ok(RunSecrets {
         masker: Arc::new(masker),
         envs,
+        recorded: Default::default(),
     }))
 }
 
@@ -310,13 +326,42 @@ pub(crate) async fn mask_file(masker: &Masker, path: &Path) -> Result<Vec<u8>> {
     if masker.is_empty() {
         return Ok(bytes);
     }
-    let masked = masker.mask_bytes(&bytes);
+    let mut masked = masker.mask_bytes(&bytes);
+    if masked != bytes && serde_json::from_slice::<serde_json::Value>(&masked).is_err() {
+        // A value masked outside a string (a secret that is also a bare number) broke the
+        // JSON: mask string by string instead, which keeps it valid.
+        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            mask_strings(masker, &mut value);
+            masked = serde_json::to_vec(&value).unwrap_or_default();
+        }
+    }
     if masked != bytes {
         let tmp = path.with_extension("json.masking");
         tokio::fs::write(&tmp, &masked).await?;
         tokio::fs::rename(&tmp, path).await?;
     }
     Ok(masked)
+}
+
+fn mask_strings(masker: &Masker, value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => *s = masker.mask_str(s),
+        serde_json::Value::Number(n) => {
+            let text = n.to_string();
+            if masker.mask_str(&text) != text {
+                *value = serde_json::Value::String(masker.mask_str(&text));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| mask_strings(masker, v)),
+        serde_json::Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (k, mut v) in entries {
+                mask_strings(masker, &mut v);
+                map.insert(masker.mask_str(&k), v);
+            }
+        }
+        serde_json::Value::Bool(_) | serde_json::Value::Null => {}
+    }
 }
 
 #[cfg(test)]
@@ -354,11 +399,31 @@ mod tests {
         assert!(!matches_any(&["a[".to_owned()], "ab"));
     }
 
+    #[tokio::test]
+    async fn plan_json_stays_valid_when_a_secret_is_a_bare_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let masker = Masker::new(["31415926", "pw-secret-1"], true).unwrap();
+        std::fs::write(&path, r#"{"pin":31415926,"pw":"pw-secret-1","n":2}"#).unwrap();
+        let out = mask_file(&masker, &path).await.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({ "pin": "***", "pw": "***", "n": 2 })
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), out);
+        // The usual case: masked in place, byte for byte otherwise.
+        std::fs::write(&path, r#"{"pw": "pw-secret-1"}"#).unwrap();
+        let out = mask_file(&masker, &path).await.unwrap();
+        assert_eq!(out, br#"{"pw": "***"}"#);
+    }
+
     #[test]
     fn errors_lose_the_run_s_secret_values() {
         let secrets = RunSecrets {
             masker: Arc::new(Masker::new(["hunter2-hunter2"], true).unwrap()),
             envs: HashMap::new(),
+            recorded: Default::default(),
         };
         let error = crate::Error::Io(std::io::Error::other(
             "terraform said: bad password hunter2-hunter2",

@@ -48,6 +48,8 @@ stages:
       test -z "$APPLY_ONLY" && echo "apply-only absent in test"
     - |
       echo "region=$REGION"
+    - |
+      echo "backend: $TF_HTTP_PASSWORD"
   verify:
     - |
       echo "apply-only: $APPLY_ONLY"; test ! -e "$(cut -c5- ../secrets-dir.txt)" && echo "test's secret dir removed"
@@ -167,6 +169,7 @@ async fn canary_secrets_never_leave_the_store_unmasked() {
         "mode 600",
         "apply-only absent in test",
         "region=eu-west-1",
+        "backend: ***",
         "apply-only: ***",
         "test's secret dir removed",
     ] {

@@ -144,3 +144,45 @@ fn secrets_go_in_on_stdin_and_never_come_out() {
     assert_eq!(server.cli(&["param", "rm", "ZONE"]).code, 0);
     assert_eq!(server.cli(&["param", "get", "ZONE"]).code, 2);
 }
+
+const RUN_CANARY: &str = "cli-run-canary-8d1b7e";
+
+#[test]
+fn a_run_s_secret_is_masked_in_what_the_cli_shows_and_in_the_server_log() {
+    let server = Server::start();
+    let yaml = "version: 1\nname: leaky\nterraform: { dir: . }\nsecrets:\n  - { name: API_KEY, as: TF_VAR_api_key }\nstages:\n  test:\n    - 'echo \"key: $TF_VAR_api_key\"; printf %s \"$TF_VAR_api_key\" | base64'\n";
+    let tf = "variable \"api_key\" {\n  type = string\n}\n\nresource \"terraform_data\" \"k\" {\n  input = var.api_key\n}\n\noutput \"k\" {\n  value = var.api_key\n}\n";
+    let repo = crate::util::repo_with(&[("ferry.yaml", yaml), ("main.tf", tf)]);
+    server.add_project("leaky", &repo);
+
+    // Referenced but not set: `ferry run` is refused, naming the secret and scopes.
+    let out = server.cli(&["run", "leaky"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("secret `API_KEY` is not set for project leaky environment default"),
+        "{out:?}"
+    );
+
+    let set = cli_stdin(
+        &server,
+        &["secret", "set", "API_KEY", "--project", "leaky"],
+        RUN_CANARY,
+    );
+    assert_eq!(set.code, 0, "{set:?}");
+    let run = server.trigger("leaky", &[]);
+    server.wait_status(run, "Succeeded", std::time::Duration::from_secs(120));
+
+    let logs = server.cli(&["logs", &run.to_string()]);
+    assert_eq!(logs.code, 0, "{logs:?}");
+    assert!(logs.stdout.contains("key: ***"), "{}", logs.stdout);
+    assert!(logs.stdout.contains("k = \"***\""), "{}", logs.stdout);
+    let show = server.cli(&["show", &run.to_string()]);
+    let list = server.cli(&["secret", "list", "-o", "json"]);
+    assert_eq!(list.json()[0]["last_used_run"], run);
+    for out in [&logs, &show, &list] {
+        assert!(!out.stdout.contains(RUN_CANARY) && !out.stderr.contains(RUN_CANARY));
+    }
+    // Nor in the server's own log.
+    assert!(!server.logs().contains(RUN_CANARY));
+}
