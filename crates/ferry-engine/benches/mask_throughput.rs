@@ -4,7 +4,7 @@
 //! 100 secrets, prints both rates and their ratio, and checks that every
 //! planted secret was masked. Rates are printed, not asserted (debug builds
 //! and loaded machines vary). Measure with
-//! `cargo test --release -p ferry-engine --test mask_throughput -- --nocapture`.
+//! `cargo bench -p ferry-engine --bench mask_throughput`.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -81,7 +81,14 @@ async fn capture(
     (elapsed, std::fs::read(&path).unwrap())
 }
 
-#[tokio::test]
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(masked_capture_rate_with_100_secrets());
+}
+
 async fn masked_capture_rate_with_100_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let secrets: Vec<String> = (0..100)
