@@ -160,6 +160,21 @@ impl TestServer {
         Client::new(&self.url, &created.secret)
     }
 
+    /// A client acting as a new service token with these grants (`operator`,
+    /// `approver@net/prod`, ...).
+    pub(crate) async fn user_with(&self, name: &str, scopes: &[&str]) -> Client {
+        let created = self
+            .admin
+            .tokens_create(&ferry_api::TokenCreate {
+                name: name.to_owned(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("create token");
+        Client::new(&self.url, &created.secret)
+    }
+
     /// A new git repository holding `files` (committed on `main`), registered as `name`.
     pub(crate) async fn project(&mut self, name: &str, files: &[(&str, &str)]) -> &GitRepo {
         let repo = GitRepo::new();

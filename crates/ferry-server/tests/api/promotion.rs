@@ -64,7 +64,7 @@ async fn a_commit_is_promoted_through_three_environments_with_their_own_rules() 
             ],
         )
         .await;
-    let bob = server.user("bob").await;
+    let bob = server.user_with("bob", &["operator", "approver"]).await;
     let carol = server.user("carol").await;
     let dave = server.user("dave").await;
 
@@ -367,7 +367,7 @@ async fn a_plan_whose_state_moved_on_is_refused_and_a_retry_replans() {
             &[("ferry.yaml", yaml), ("main.tf", &terraform_data_config(1))],
         )
         .await;
-    let bob = server.user("bob").await;
+    let bob = server.user_with("bob", &["operator", "approver"]).await;
     let carol = server.user("carol").await;
     let run = server
         .admin
@@ -445,7 +445,7 @@ async fn a_plan_file_altered_after_approval_is_refused() {
             &[("ferry.yaml", yaml), ("main.tf", &terraform_data_config(1))],
         )
         .await;
-    let bob = server.user("bob").await;
+    let bob = server.user_with("bob", &["operator", "approver"]).await;
     let carol = server.user("carol").await;
     let run = server
         .admin
@@ -491,7 +491,7 @@ async fn rollback_returns_an_environment_to_an_earlier_commit_through_the_gate()
         })
         .await
         .unwrap();
-    let bob = server.user("bob").await;
+    let bob = server.user_with("bob", &["operator", "approver"]).await;
     let none = RollbackCreate {
         environment: "prod".into(),
         ..RollbackCreate::default()
@@ -638,7 +638,7 @@ async fn a_destroy_always_waits_for_approval_and_options_are_recorded() {
         [("replace", "terraform_data.r[0]")]
     );
 
-    let bob = server.user("bob").await;
+    let bob = server.user_with("bob", &["operator", "approver"]).await;
     let destroy = server
         .admin
         .runs_create(
@@ -686,7 +686,7 @@ async fn decisions_that_cannot_be_taken_are_refused_and_break_glass_is_loud() {
             &[("ferry.yaml", yaml), ("main.tf", &terraform_data_config(1))],
         )
         .await;
-    let bob = server.user("bob").await;
+    let bob = server.user_with("bob", &["operator", "approver"]).await;
     let carol = server.user("carol").await;
     let run = bob.runs_create("net", &RunCreate::default()).await.unwrap();
     // Not waiting yet (or any more): 409.
