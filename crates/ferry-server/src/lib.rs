@@ -95,6 +95,11 @@ pub fn app(state: AppState) -> Router {
             post(api::tokens::tokens_create).get(api::tokens::tokens_list),
         )
         .route("/tokens/{name}", delete(api::tokens::tokens_revoke))
+        .route(
+            "/projects/{project}/waivers",
+            post(api::waivers::waivers_create).get(api::waivers::waivers_list),
+        )
+        .route("/waivers/{id}", delete(api::waivers::waivers_revoke))
         .route("/states", get(api::states::states_list))
         .route(
             "/states/{project}/{environment}",

@@ -18,6 +18,7 @@ mod deployments;
 mod events;
 mod keyring;
 pub mod model;
+mod policy;
 mod state_ops;
 mod states;
 
@@ -38,6 +39,7 @@ pub use events::{Event, EventFilter};
 pub use ferry_core::Actor;
 pub use keyring::keyring_key_id;
 pub use model::*;
+pub use policy::{NewWaiver, PolicyReportRow, WaiverRow};
 pub use state_ops::{PrunedVersions, StateListing, VersionInfo};
 pub use states::{NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome};
 

@@ -59,6 +59,19 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             ];
             crate::delivery_cmd::audit_export(&client, &filter, file.as_deref()).await
         }
+        Command::Policy(cmd) if cmd.is_remote() => {
+            let client = client(&g)?;
+            match crate::policy_cmd::remote(&g, &client, cmd).await {
+                Err(e) => match e.downcast_ref::<ClientError>() {
+                    Some(ClientError::Api { status: 403, .. }) => {
+                        eprintln!("denied: {e:#}");
+                        Ok(ExitCode::from(FAILED))
+                    }
+                    _ => Err(e),
+                },
+                ok => ok,
+            }
+        }
         Command::Policy(cmd) => crate::policy_cmd::run(&g, cmd),
         Command::Admin(AdminCmd::Backup { dir }) => crate::admin::backup(&data_dir(&g), &dir).await,
         Command::Admin(AdminCmd::RotateMasterKey) => {

@@ -9,6 +9,7 @@ pub(crate) mod runs;
 pub(crate) mod states;
 pub(crate) mod system;
 pub(crate) mod tokens;
+pub(crate) mod waivers;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -25,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         events::events_list, events::events_stream, events::audit_list,
         logs::logs_get, logs::logs_stream,
         tokens::tokens_create, tokens::tokens_list, tokens::tokens_revoke,
+        waivers::waivers_create, waivers::waivers_list, waivers::waivers_revoke,
         states::states_list, states::state_show, states::state_versions, states::state_raw, states::state_diff,
         states::state_lock_info, states::state_unlock, states::state_rollback, states::state_push,
         states::state_delete, states::state_retention,
@@ -40,6 +42,7 @@ use utoipa::{Modify, OpenApi};
         ferry_api::RunOptions, ferry_api::StateBinding, ferry_api::PromoteCreate, ferry_api::RollbackCreate,
         ferry_api::Deployment, ferry_api::PendingApproval, ferry_api::ApprovalView, ferry_api::Check,
         ferry_api::CheckAction, ferry_api::Event, ferry_api::EventPage, ferry_api::AuditEntry, ferry_api::AuditPage,
+        ferry_api::PolicyReport, ferry_api::PolicyFinding, ferry_api::WaiverCreate, ferry_api::Waiver,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
