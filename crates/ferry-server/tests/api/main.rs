@@ -14,6 +14,7 @@ mod cancel;
 mod lifecycle;
 mod logs;
 mod modes;
+mod policy;
 mod promotion;
 mod run_list;
 mod state_backend;
