@@ -587,7 +587,8 @@ async fn policy_check(
 ) -> Result<bool> {
     let started = Instant::now();
     let mut lines = Vec::new();
-    let verdict = crate::policy::check(engine, &ctx.spec, run, &stage.environment, &mut lines).await;
+    let verdict =
+        crate::policy::check(engine, &ctx.spec, run, &stage.environment, &mut lines).await;
     for line in &lines {
         sys(ctx, action.id.0, line).await;
     }
@@ -623,7 +624,12 @@ async fn policy_check(
         }
         crate::policy::Verdict::Broken(message) => {
             observe("failed");
-            sys(ctx, action.id.0, &format!("`{}` could not run: {message}", action.name)).await;
+            sys(
+                ctx,
+                action.id.0,
+                &format!("`{}` could not run: {message}", action.name),
+            )
+            .await;
             let reason = format!("{} {}: {message}", stage.environment, stage.kind);
             fail(engine, run, stage, action, None, &message, Some(reason)).await?;
             Ok(false)

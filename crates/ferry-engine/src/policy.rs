@@ -276,10 +276,7 @@ pub(crate) async fn check(
         "findings": blocking,
         "plan_sha256": plan.sha256,
     });
-    Ok(Verdict::Violation {
-        reason,
-        details,
-    })
+    Ok(Verdict::Violation { reason, details })
 }
 
 /// The report as log lines: a count, then one line per finding.
@@ -369,7 +366,9 @@ impl Engine {
                 let bytes = tokio::fs::read(&plan.json_path).await?;
                 let parsed = ferry_policy::PlanInput::parse(&bytes)
                     .map_err(|e| Error::Invalid(format!("the run's plan: {e}")))?;
-                parsed.by_address(&request.address).map(|r| r.r#type.clone())
+                parsed
+                    .by_address(&request.address)
+                    .map(|r| r.r#type.clone())
             }
             None => None,
         };

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use crate::diagnostic::{Pos, Sink};
 use crate::model::{
-    ApprovalSpec, CommandSpec, EnvironmentSpec, ExecutionMode, NotifySpec, NotifyTarget,
-    PipelineSpec, PolicySpec, SecretRef, SecretTarget, FailOn, SourceSpec, StagesSpec,
-    TerraformSpec, VersionConstraint,
+    ApprovalSpec, CommandSpec, EnvironmentSpec, ExecutionMode, FailOn, NotifySpec, NotifyTarget,
+    PipelineSpec, PolicySpec, SecretRef, SecretTarget, SourceSpec, StagesSpec, TerraformSpec,
+    VersionConstraint,
 };
 use crate::yaml::{Entry, Node, NodeKind, ScalarType};
 

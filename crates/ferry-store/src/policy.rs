@@ -105,12 +105,11 @@ impl Store {
         run_id: i64,
         environment: &str,
     ) -> Result<Option<PolicyReportRow>> {
-        let row =
-            sqlx::query("SELECT * FROM policy_reports WHERE run_id = ? AND environment = ?")
-                .bind(run_id)
-                .bind(environment)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT * FROM policy_reports WHERE run_id = ? AND environment = ?")
+            .bind(run_id)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| PolicyReportRow {
             run_id: r.get("run_id"),
             environment: r.get("environment"),
@@ -164,10 +163,7 @@ impl Store {
             &mut tx,
             EventType::PolicyViolation,
             &run,
-            EventAt {
-                action: None,
-                ..at
-            },
+            EventAt { action: None, ..at },
             Actor::SYSTEM,
             Some(reason),
             details,
@@ -214,8 +210,8 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let waiver = waiver_row(&row);
-        let entry = AuditEntry::new("policy.waive", format!("waiver/{id}")).details(
-            serde_json::json!({
+        let entry =
+            AuditEntry::new("policy.waive", format!("waiver/{id}")).details(serde_json::json!({
                 "project": waiver.project,
                 "rule": waiver.rule,
                 "address": waiver.address,
@@ -224,8 +220,7 @@ impl Store {
                 "reason": waiver.reason,
                 "expires_at": waiver.expires_at,
                 "run_id": waiver.run_id,
-            }),
-        );
+            }));
         let record = self.audit_in(&mut tx, actor, entry).await?;
         tx.commit().await?;
         self.audit_committed(&record)?;
@@ -253,14 +248,13 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let entry = AuditEntry::new("policy.unwaive", format!("waiver/{id}")).details(
-            serde_json::json!({
+        let entry =
+            AuditEntry::new("policy.unwaive", format!("waiver/{id}")).details(serde_json::json!({
                 "project": waiver.project,
                 "rule": waiver.rule,
                 "address": waiver.address,
                 "environment": waiver.environment,
-            }),
-        );
+            }));
         let record = self.audit_in(&mut tx, actor, entry).await?;
         let row = sqlx::query(&format!("{WAIVER_SELECT} WHERE waivers.id = ?"))
             .bind(id)

@@ -162,7 +162,9 @@ pub(crate) async fn remote(
             } else {
                 for w in &list {
                     let state = match &w.revoked_at {
-                        Some(at) => format!("revoked {at} by {}", w.revoked_by.as_deref().unwrap_or("?")),
+                        Some(at) => {
+                            format!("revoked {at} by {}", w.revoked_by.as_deref().unwrap_or("?"))
+                        }
                         None => format!("until {}", w.expires_at),
                     };
                     out!(
@@ -182,7 +184,13 @@ pub(crate) async fn remote(
             if json {
                 crate::cli::print_json(&w)?;
             } else {
-                out!("waiver {} revoked ({} on {} in {})", w.id, w.rule, w.address, w.environment);
+                out!(
+                    "waiver {} revoked ({} on {} in {})",
+                    w.id,
+                    w.rule,
+                    w.address,
+                    w.environment
+                );
             }
         }
         _ => unreachable!("local commands go through `run`"),

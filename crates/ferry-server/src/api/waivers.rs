@@ -96,12 +96,10 @@ pub(crate) async fn waivers_list(
     Query(query): Query<WaiverQuery>,
 ) -> ApiResult<axum::Json<Vec<api::Waiver>>> {
     let project = state.engine.store().project(&project).await?;
-    let waivers = state
-        .engine
-        .store()
-        .waivers(project.id, query.all)
-        .await?;
-    Ok(axum::Json(waivers.into_iter().map(convert::waiver).collect()))
+    let waivers = state.engine.store().waivers(project.id, query.all).await?;
+    Ok(axum::Json(
+        waivers.into_iter().map(convert::waiver).collect(),
+    ))
 }
 
 /// Revokes a waiver: the next policy check no longer applies it.

@@ -157,14 +157,22 @@ async fn a_custom_rule_blocks_prod_not_dev_and_a_waiver_lets_a_retry_pass() {
             .await,
     );
     assert_eq!(status, 400, "{}", body.message);
-    assert!(body.message.contains("unknown rule `ACME-NOPE-9`"), "{}", body.message);
+    assert!(
+        body.message.contains("unknown rule `ACME-NOPE-9`"),
+        "{}",
+        body.message
+    );
     let (status, body) = api_error(
         carol
             .waiver_create("app", &waiver(run.id, "ACME-DATA-001", 45))
             .await,
     );
     assert_eq!(status, 400, "{}", body.message);
-    assert!(body.message.contains("more than 30 days"), "{}", body.message);
+    assert!(
+        body.message.contains("more than 30 days"),
+        "{}",
+        body.message
+    );
     let (status, body) = api_error(
         bob.waiver_create("app", &waiver(run.id, "ACME-DATA-001", 7))
             .await,
