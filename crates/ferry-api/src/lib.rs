@@ -253,6 +253,9 @@ pub struct RunDetail {
     pub stages: Vec<Stage>,
     pub plans: Vec<PlanSummary>,
     pub approvals: Vec<Approval>,
+    /// Each environment's policy report, once its policy stage ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<PolicyReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -511,6 +514,7 @@ pub struct ApprovalView {
 /// The policy gate's verdict for one environment of a run.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PolicyReport {
+    pub environment: String,
     /// The lowest blocking severity in this environment.
     pub fail_on: String,
     /// true: the run failed with POLICY_VIOLATION.

@@ -417,3 +417,48 @@ impl Engine {
             .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> PipelineSpec {
+        let lowered = ferry_spec::lower("ferry.yaml", yaml);
+        lowered
+            .spec
+            .unwrap_or_else(|| panic!("{:?}", lowered.diagnostics))
+    }
+
+    #[test]
+    fn fail_on_is_the_environments_own_else_by_position() {
+        let s = spec(
+            "version: 1\nname: n\nterraform: .\nenvironments:\n  - name: dev\n  - name: qa\n  - name: stage\n    policy: { fail_on: low }\n  - name: prod\n",
+        );
+        let levels: Vec<Severity> = s.environments.iter().map(|e| fail_on(&s, e)).collect();
+        assert_eq!(
+            levels,
+            [
+                Severity::Critical,
+                Severity::High,
+                Severity::Low,
+                Severity::Medium
+            ]
+        );
+    }
+
+    #[test]
+    fn ferry_yaml_settings_override_the_packs_defaults_only_where_given() {
+        assert_eq!(
+            config(&spec("version: 1\nname: n\nterraform: .\n")),
+            Config::default()
+        );
+        let c = config(&spec(
+            "version: 1\nname: n\nterraform: .\npolicy:\n  required_tags: [Team]\n  require_customer_managed_keys: protected\n  require_cloudtrail: false\n  disabled_rules: [FERRY-S3-006]\n",
+        ));
+        assert_eq!(c.required_tags, ["Team"]);
+        assert_eq!(c.require_customer_managed_keys, Requirement::Protected);
+        assert!(!c.require_cloudtrail);
+        assert_eq!(c.disabled_rules, ["FERRY-S3-006"]);
+        assert_eq!(c.environment_tag, Config::default().environment_tag);
+    }
+}

@@ -165,6 +165,7 @@ pub(crate) fn approval_view(v: ferry_engine::ApprovalView) -> api::ApprovalView 
 
 pub(crate) fn policy_report(r: ferry_policy::Report) -> api::PolicyReport {
     api::PolicyReport {
+        environment: r.environment.clone(),
         fail_on: r.fail_on.as_str().to_owned(),
         blocked: r.blocked(),
         findings: r
@@ -244,6 +245,7 @@ pub(crate) fn run_detail(d: store::RunDetail) -> api::RunDetail {
         stages,
         plans,
         approvals,
+        policy: Vec::new(),
     }
 }
 

@@ -76,6 +76,16 @@ fn waiver_row(r: &SqliteRow) -> WaiverRow {
     }
 }
 
+fn report_row(r: &SqliteRow) -> PolicyReportRow {
+    PolicyReportRow {
+        run_id: r.get("run_id"),
+        environment: r.get("environment"),
+        blocked: r.get::<i64, _>("blocked") != 0,
+        report: r.get("report"),
+        created_at: r.get("created_at"),
+    }
+}
+
 impl Store {
     /// Records (or replaces, on a re-run of the stage) an environment's policy report.
     pub async fn record_policy_report(
@@ -100,6 +110,15 @@ impl Store {
         Ok(())
     }
 
+    /// Every environment's policy report of a run, in the order they were made.
+    pub async fn policy_reports(&self, run_id: i64) -> Result<Vec<PolicyReportRow>> {
+        let rows = sqlx::query("SELECT * FROM policy_reports WHERE run_id = ? ORDER BY created_at")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(report_row).collect())
+    }
+
     pub async fn policy_report(
         &self,
         run_id: i64,
@@ -110,13 +129,7 @@ impl Store {
             .bind(environment)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| PolicyReportRow {
-            run_id: r.get("run_id"),
-            environment: r.get("environment"),
-            blocked: r.get::<i64, _>("blocked") != 0,
-            report: r.get("report"),
-            created_at: r.get("created_at"),
-        }))
+        Ok(row.as_ref().map(report_row))
     }
 
     /// Fails a policy stage that found blocking findings, in one transaction: its action

@@ -670,6 +670,31 @@ fn print_detail(d: &ferry_api::RunDetail) -> Result<()> {
             out!("      {:<8} {}", res.action, res.address);
         }
     }
+    for p in &d.policy {
+        let blocking = p.findings.iter().filter(|f| f.blocking).count();
+        let waived = p.findings.iter().filter(|f| f.waived).count();
+        out!(
+            "  policy {}: {} finding(s), {blocking} blocking, {waived} waived (fail_on {})",
+            p.environment,
+            p.findings.len(),
+            p.fail_on
+        );
+        for f in &p.findings {
+            let mark = if f.blocking {
+                "BLOCKS"
+            } else if f.waived {
+                "waived"
+            } else {
+                "      "
+            };
+            out!(
+                "      {mark} {:<8} {:<16} {}",
+                f.severity,
+                f.rule,
+                f.address
+            );
+        }
+    }
     for a in &d.approvals {
         let glass = if a.break_glass { " (BREAK GLASS)" } else { "" };
         out!(

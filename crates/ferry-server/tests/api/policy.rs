@@ -144,6 +144,15 @@ async fn a_custom_rule_blocks_prod_not_dev_and_a_waiver_lets_a_retry_pass() {
     assert_eq!(dev_policy.fail_on, "critical");
     assert!(!dev_policy.blocked && !dev_policy.findings[0].blocking);
 
+    // The run detail (`ferry show`) carries both environments' reports.
+    let shown = bob.runs_get(run.id).await.unwrap();
+    let envs: Vec<(&str, bool)> = shown
+        .policy
+        .iter()
+        .map(|p| (p.environment.as_str(), p.blocked))
+        .collect();
+    assert_eq!(envs, [("dev", false), ("prod", true)]);
+
     // The run log has the readable summary.
     let log = server
         .call("GET", &format!("/api/v1/runs/{}/logs", run.id), None)
