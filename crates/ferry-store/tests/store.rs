@@ -621,7 +621,7 @@ async fn waivers_are_audited_listed_and_revoked_once() {
     );
     assert_eq!(
         f.store.waivers(f.project, false).await.unwrap(),
-        [w.clone()]
+        std::slice::from_ref(&w)
     );
     let revoked = f.store.revoke_waiver(&actor("dave"), w.id).await.unwrap();
     assert_eq!(revoked.revoked_by.as_deref(), Some("dave"));
