@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use policy::{to_waiver, WaiverRequest};
+pub use policy::WaiverRequest;
 pub use requests::{ApprovalView, CheckResult, RunRequest};
 pub use terraform::PlanSummary;
 

@@ -117,7 +117,7 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A stored waiver as the policy crate sees it.
-pub fn to_waiver(row: &WaiverRow) -> Option<Waiver> {
+fn to_waiver(row: &WaiverRow) -> Option<Waiver> {
     Some(Waiver {
         rule: row.rule.clone(),
         address: row.address.clone(),
