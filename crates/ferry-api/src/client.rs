@@ -243,6 +243,29 @@ impl Client {
             .await
     }
 
+    /// Waives one finding of a run (`ferry policy waive`).
+    pub async fn waiver_create(
+        &self,
+        project: &str,
+        body: &WaiverCreate,
+    ) -> Result<Waiver, ClientError> {
+        let url = self.url(&format!("/api/v1/projects/{}/waivers", enc(project)));
+        self.send(self.http.post(url).json(body)).await
+    }
+
+    /// A project's waivers, newest first; revoked ones too with `all`.
+    pub async fn waivers(&self, project: &str, all: bool) -> Result<Vec<Waiver>, ClientError> {
+        let url = self.url(&format!("/api/v1/projects/{}/waivers", enc(project)));
+        let query: &[(&str, &str)] = if all { &[("all", "true")] } else { &[] };
+        self.send(self.http.get(url).query(query)).await
+    }
+
+    /// Revokes a waiver.
+    pub async fn waiver_revoke(&self, id: i64) -> Result<Waiver, ClientError> {
+        let url = self.url(&format!("/api/v1/waivers/{id}"));
+        self.send(self.http.delete(url)).await
+    }
+
     /// Events after the cursor `after`, filtered by `query` pairs (run, project, pipeline,
     /// environment, type, limit).
     pub async fn events(

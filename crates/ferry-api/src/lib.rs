@@ -265,6 +265,9 @@ pub struct RunDetail {
     pub stages: Vec<Stage>,
     pub plans: Vec<PlanSummary>,
     pub approvals: Vec<Approval>,
+    /// Each environment's policy report, once its policy stage ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<PolicyReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -533,6 +536,79 @@ pub struct ApprovalView {
     pub deployed_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_stat: Option<String>,
+    /// The policy stage's findings, once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyReport>,
+}
+
+/// The policy gate's verdict for one environment of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolicyReport {
+    pub environment: String,
+    /// The lowest blocking severity in this environment.
+    pub fail_on: String,
+    /// true: the run failed with POLICY_VIOLATION.
+    pub blocked: bool,
+    /// Most severe first.
+    pub findings: Vec<PolicyFinding>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolicyFinding {
+    /// FERRY-S3-001, or the id a Rego policy gave.
+    pub rule: String,
+    /// info, low, medium, high or critical.
+    pub severity: String,
+    /// The resource address, or `(configuration)`.
+    pub address: String,
+    pub message: String,
+    pub remediation: String,
+    /// At or above fail_on and not waived.
+    pub blocking: bool,
+    /// A waiver covers this finding: who granted it, why, and until when.
+    pub waived: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waived_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiver_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiver_expires_at: Option<String>,
+}
+
+/// `POST /api/v1/projects/{project}/waivers`: waive one finding of one run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaiverCreate {
+    /// The run whose finding is waived (its triggerer and commit author may not waive it).
+    pub run_id: i64,
+    pub rule: String,
+    pub address: String,
+    pub environment: String,
+    pub reason: String,
+    /// RFC 3339 time, at most `policy.max_waiver_days` (default 30) ahead.
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Waiver {
+    pub id: i64,
+    pub project: String,
+    pub rule: String,
+    pub address: String,
+    pub environment: String,
+    /// The resource's type when waived: the waiver stops applying if it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    pub reason: String,
+    pub expires_at: String,
+    pub created_by: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

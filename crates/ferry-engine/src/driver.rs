@@ -463,6 +463,12 @@ async fn execute_stage(
             return Ok(false);
         }
         store.start_action(action.id).await?;
+        if action.kind == stages::POLICY_CHECK {
+            if !policy_check(engine, ctx, run, stage, action).await? {
+                return Ok(true);
+            }
+            continue;
+        }
         let started = Instant::now();
         let result = run_action(engine, handle, ctx, run, stage, action).await;
         let elapsed = started.elapsed();
@@ -589,6 +595,68 @@ async fn fail(
         .await?;
     engine.notify_changed();
     Ok(())
+}
+
+/// The policy stage's one action: judges the environment's plan in the server (no process,
+/// no state credential). Returns whether it passed; a failure has already failed the stage
+/// and the run (with a `POLICY_VIOLATION` event when findings block).
+async fn policy_check(
+    engine: &Engine,
+    ctx: &mut Ctx,
+    run: &Run,
+    stage: &Stage,
+    action: &Action,
+) -> Result<bool> {
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let verdict =
+        crate::policy::check(engine, &ctx.spec, run, &stage.environment, &mut lines).await;
+    for line in &lines {
+        sys(ctx, action.id.0, line).await;
+    }
+    let observe = |label: &str| {
+        if let Some(observer) = engine
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            observer(&action.kind, label, started.elapsed());
+        }
+    };
+    match verdict? {
+        crate::policy::Verdict::Passed => {
+            observe("succeeded");
+            engine
+                .store()
+                .finish_action(action.id, ActionEvent::Succeed, Some(0), None)
+                .await?;
+            Ok(true)
+        }
+        crate::policy::Verdict::Violation { reason, details } => {
+            observe("failed");
+            sys(ctx, action.id.0, &reason).await;
+            engine
+                .store()
+                .fail_policy_stage(action.id, stage.id, &reason, details)
+                .await?;
+            engine.notify_changed();
+            Ok(false)
+        }
+        crate::policy::Verdict::Broken(message) => {
+            observe("failed");
+            sys(
+                ctx,
+                action.id.0,
+                &format!("`{}` could not run: {message}", action.name),
+            )
+            .await;
+            let reason = format!("{} {}: {message}", stage.environment, stage.kind);
+            fail(engine, run, stage, action, None, &message, Some(reason)).await?;
+            Ok(false)
+        }
+    }
 }
 
 async fn sys(ctx: &mut Ctx, action: i64, text: &str) {

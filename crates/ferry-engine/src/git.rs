@@ -171,6 +171,59 @@ impl Mirror {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// Paths of the files under `dir` (relative to the repository root) in the commit's tree,
+    /// recursively; empty when `dir` does not exist there.
+    pub async fn ls_tree(&self, commit: &str, dir: &str) -> Result<Vec<String>, GitError> {
+        check_ref(commit)?;
+        let out = git(
+            "ls-tree",
+            &[
+                "ls-tree",
+                "-r",
+                "-z",
+                "--name-only",
+                "--full-tree",
+                "--end-of-options",
+                commit,
+                "--",
+                dir,
+            ],
+            Some(&self.path),
+        )
+        .await?;
+        Ok(String::from_utf8_lossy(&out)
+            .split('\0')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Paths `commit` changes since it left `base` (`git diff --name-only base...commit`:
+    /// from their merge base, so changes made on `base` meanwhile are not counted).
+    pub async fn changed_paths(&self, base: &str, commit: &str) -> Result<Vec<String>, GitError> {
+        check_ref(base)?;
+        check_ref(commit)?;
+        let range = format!("{base}...{commit}");
+        let out = git(
+            "diff",
+            &[
+                "diff",
+                "--name-only",
+                "-z",
+                "--no-renames",
+                "--end-of-options",
+                &range,
+            ],
+            Some(&self.path),
+        )
+        .await?;
+        Ok(String::from_utf8_lossy(&out)
+            .split('\0')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Whether the mirror holds `commit` (a full commit id).
     pub async fn has_commit(&self, commit: &str) -> bool {
         if check_ref(commit).is_err() {

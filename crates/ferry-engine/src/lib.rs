@@ -13,6 +13,7 @@
 
 mod driver;
 pub mod git;
+mod policy;
 mod requests;
 pub mod secrets;
 pub mod stages;
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use policy::WaiverRequest;
 pub use requests::{ApprovalView, CheckResult, RunRequest};
 pub use terraform::PlanSummary;
 

@@ -45,6 +45,9 @@ pub struct ApprovalView {
     /// The commit the environment runs now, if any, and the diff stat from it.
     pub deployed_commit: Option<String>,
     pub diff_stat: Option<String>,
+    /// The policy stage's report for this environment, once it ran: every finding, with
+    /// whether it blocks and the waiver covering it.
+    pub policy: Option<ferry_policy::Report>,
 }
 
 #[derive(Debug, Clone)]
@@ -457,7 +460,13 @@ impl Engine {
                 .ok(),
             Err(_) => None,
         };
+        let policy = self
+            .store()
+            .policy_report(run.id.0, environment)
+            .await?
+            .and_then(|r| serde_json::from_str::<ferry_policy::Report>(&r.report).ok());
         Ok(ApprovalView {
+            policy,
             decisions: detail
                 .approvals
                 .iter()
@@ -507,7 +516,7 @@ impl Engine {
         Ok(approval_rule_of(env))
     }
 
-    fn lower_run(&self, run: &Run) -> Result<PipelineSpec> {
+    pub(crate) fn lower_run(&self, run: &Run) -> Result<PipelineSpec> {
         lower(&run.pipeline_path, &run.spec_yaml)
     }
 

@@ -13,6 +13,8 @@ pub const VALIDATE: &str = "terraform_validate";
 pub const PLAN: &str = "terraform_plan";
 pub const APPLY: &str = "terraform_apply";
 pub const COMMAND: &str = "command";
+/// The policy gate (`ferry_policy::check` on the plan JSON): runs in the server, no process.
+pub const POLICY_CHECK: &str = "policy_check";
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -74,7 +76,10 @@ fn environment_stages(
             StageKind::Plan,
             vec![builtin(PLAN, "terraform plan", timeout)],
         ),
-        stage(StageKind::Policy, Vec::new()),
+        stage(
+            StageKind::Policy,
+            vec![builtin(POLICY_CHECK, "policy check", timeout)],
+        ),
     ];
     if let Some(list) = spec.stages.test.as_deref().filter(|l| !l.is_empty()) {
         out.push(stage(StageKind::Test, commands(list, timeout)));
@@ -122,7 +127,7 @@ mod tests {
             [
                 "default/validate[terraform init,terraform validate]",
                 "default/plan[terraform plan]",
-                "default/policy[]",
+                "default/policy[policy check]",
                 "default/apply[terraform apply]"
             ]
         );
@@ -139,13 +144,13 @@ mod tests {
             [
                 "dev/validate[terraform init,terraform validate]",
                 "dev/plan[terraform plan]",
-                "dev/policy[]",
+                "dev/policy[policy check]",
                 "dev/test[./smoke.sh]",
                 "dev/apply[terraform apply]",
                 "dev/verify[./check.sh]",
                 "prod/validate[terraform init,terraform validate]",
                 "prod/plan[terraform plan]",
-                "prod/policy[]",
+                "prod/policy[policy check]",
                 "prod/test[./smoke.sh]",
                 "prod/approval[]",
                 "prod/apply[terraform apply]",
@@ -170,7 +175,7 @@ mod tests {
             [
                 "dev/validate[terraform init,terraform validate]",
                 "dev/plan[terraform plan]",
-                "dev/policy[]",
+                "dev/policy[policy check]",
                 "dev/approval[]",
                 "dev/apply[terraform apply]",
             ]

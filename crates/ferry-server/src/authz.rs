@@ -186,6 +186,17 @@ pub(crate) static RULES: &[Rule] = &[
         Read,
         Project,
     ),
+    rule(
+        "POST",
+        "/api/v1/projects/{project}/waivers",
+        Approve,
+        ProjectEnvironment("environment"),
+    )
+    .audited("policy.waive", "project/{project}"),
+    rule("GET", "/api/v1/projects/{project}/waivers", Read, Project),
+    // The waiver's project and environment are known only from the waiver: the handler
+    // requires the approver role there.
+    rule("DELETE", "/api/v1/waivers/{id}", Read, Anyone),
     rule("GET", "/api/v1/approvals", Read, Anyone),
     rule("GET", "/api/v1/events", Read, Anyone),
     rule("GET", "/api/v1/events/stream", Read, Anyone),

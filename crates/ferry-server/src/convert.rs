@@ -159,6 +159,52 @@ pub(crate) fn approval_view(v: ferry_engine::ApprovalView) -> api::ApprovalView 
         decisions: v.decisions.into_iter().map(approval).collect(),
         deployed_commit: v.deployed_commit,
         diff_stat: v.diff_stat,
+        policy: v.policy.map(policy_report),
+    }
+}
+
+pub(crate) fn policy_report(r: ferry_policy::Report) -> api::PolicyReport {
+    api::PolicyReport {
+        environment: r.environment.clone(),
+        fail_on: r.fail_on.as_str().to_owned(),
+        blocked: r.blocked(),
+        findings: r
+            .entries
+            .into_iter()
+            .map(|e| api::PolicyFinding {
+                rule: e.finding.rule,
+                severity: e.finding.severity.as_str().to_owned(),
+                address: e.finding.address,
+                message: e.finding.message,
+                remediation: e.finding.remediation,
+                blocking: e.blocking,
+                waived: e.waiver.is_some(),
+                waived_by: e.waiver.as_ref().map(|w| w.created_by.clone()),
+                waiver_reason: e.waiver.as_ref().map(|w| w.reason.clone()),
+                waiver_expires_at: e.waiver.as_ref().map(|w| {
+                    w.expires_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                }),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn waiver(w: store::WaiverRow) -> api::Waiver {
+    api::Waiver {
+        id: w.id,
+        project: w.project,
+        rule: w.rule,
+        address: w.address,
+        environment: w.environment,
+        resource_type: w.resource_type,
+        reason: w.reason,
+        expires_at: w.expires_at,
+        created_by: w.created_by,
+        created_at: w.created_at,
+        run_id: w.run_id,
+        revoked_at: w.revoked_at,
+        revoked_by: w.revoked_by,
     }
 }
 
@@ -199,6 +245,7 @@ pub(crate) fn run_detail(d: store::RunDetail) -> api::RunDetail {
         stages,
         plans,
         approvals,
+        policy: Vec::new(),
     }
 }
 

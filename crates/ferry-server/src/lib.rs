@@ -123,6 +123,11 @@ pub fn app(state: AppState) -> Router {
             get(api::identity::grants_list).post(api::identity::grants_create),
         )
         .route("/grants/revoke", post(api::identity::grants_revoke))
+        .route(
+            "/projects/{project}/waivers",
+            post(api::waivers::waivers_create).get(api::waivers::waivers_list),
+        )
+        .route("/waivers/{id}", delete(api::waivers::waivers_revoke))
         .route("/states", get(api::states::states_list))
         .route(
             "/states/{project}/{environment}",

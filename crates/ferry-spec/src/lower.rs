@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::diagnostic::{Pos, Sink};
 use crate::model::{
-    ApprovalSpec, CommandSpec, EnvironmentSpec, ExecutionMode, NotifySpec, NotifyTarget,
-    PipelineSpec, SecretRef, SecretTarget, SourceSpec, StagesSpec, TerraformSpec,
+    ApprovalSpec, CommandSpec, EnvironmentSpec, ExecutionMode, FailOn, NotifySpec, NotifyTarget,
+    PipelineSpec, PolicySpec, SecretRef, SecretTarget, SourceSpec, StagesSpec, TerraformSpec,
     VersionConstraint,
 };
 use crate::yaml::{Entry, Node, NodeKind, ScalarType};
@@ -29,11 +29,10 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "params",
     "stages",
     "notify",
+    "policy",
 ];
 pub(crate) const SOURCE_KEYS: &[&str] = &["branches", "paths"];
 pub(crate) const TERRAFORM_KEYS: &[&str] = &["dir", "binary", "version"];
-/// `policy` is accepted (PRODUCT.md §3 shows it) but ignored with a warning until the policy
-/// gate exists.
 pub(crate) const ENVIRONMENT_KEYS: &[&str] = &[
     "name",
     "auto_apply",
@@ -45,6 +44,20 @@ pub(crate) const ENVIRONMENT_KEYS: &[&str] = &[
     "timeout",
     "policy",
 ];
+pub(crate) const POLICY_KEYS: &[&str] = &[
+    "dir",
+    "required_tags",
+    "environment_tag",
+    "name_pattern",
+    "require_customer_managed_keys",
+    "require_cloudtrail",
+    "criticality_tag",
+    "account_ids",
+    "extra_stateful_types",
+    "disabled_rules",
+    "max_waiver_days",
+];
+pub(crate) const ENV_POLICY_KEYS: &[&str] = &["fail_on"];
 pub(crate) const APPROVAL_KEYS: &[&str] = &["approvers", "required", "timeout"];
 pub(crate) const SECRET_KEYS: &[&str] = &["name", "as", "file", "stages", "branches"];
 pub(crate) const STAGES_KEYS: &[&str] = &["validate", "test", "verify"];
@@ -142,6 +155,9 @@ pub(crate) fn lower_root(cx: &mut Sink, root: &Node) -> Option<PipelineSpec> {
     let notify = f
         .get("notify")
         .map_or(Some(Vec::new()), |n| lower_notify(cx, n));
+    let policy = f
+        .get("policy")
+        .map_or(Some(PolicySpec::default()), |n| lower_policy(cx, n));
 
     Some(PipelineSpec {
         version: version?,
@@ -156,7 +172,111 @@ pub(crate) fn lower_root(cx: &mut Sink, root: &Node) -> Option<PipelineSpec> {
         secrets: secrets?,
         params: params?,
         notify: notify?,
+        policy: policy?,
     })
+}
+
+fn lower_policy(cx: &mut Sink, node: &Node) -> Option<PolicySpec> {
+    let f = fields(cx, node, "in `policy`", POLICY_KEYS)?;
+    let defaults = PolicySpec::default();
+    let dir = f.get("dir").map_or(Some(defaults.dir), |n| dir_path(cx, n));
+    let opt_list = |cx: &mut Sink, key: &str, what: &str| {
+        f.get(key)
+            .map_or(Some(None), |n| string_list(cx, n, what).map(Some))
+    };
+    let required_tags = opt_list(cx, "required_tags", "tag");
+    let account_ids = opt_list(cx, "account_ids", "account id");
+    let extra_stateful_types = opt_list(cx, "extra_stateful_types", "resource type");
+    let disabled_rules = opt_list(cx, "disabled_rules", "rule id");
+    let opt_string = |cx: &mut Sink, key: &str| {
+        f.get(key).map_or(Some(None), |n| {
+            non_empty_string(cx, n).map(|s| Some(s.to_owned()))
+        })
+    };
+    let environment_tag = opt_string(cx, "environment_tag");
+    let criticality_tag = opt_string(cx, "criticality_tag");
+    let name_pattern = match f.get("name_pattern") {
+        Some(n) => match non_empty_string(cx, n) {
+            Some(text) => match regex::Regex::new(text) {
+                Ok(_) => Some(Some(text.to_owned())),
+                Err(e) => {
+                    let first = e.to_string();
+                    let last = first.lines().last().unwrap_or("").trim();
+                    let last = last.trim_start_matches("error: ").to_owned();
+                    cx.error(n.pos, format!("invalid `name_pattern`: {last}"));
+                    None
+                }
+            },
+            None => None,
+        },
+        None => Some(None),
+    };
+    let cmk = match f.get("require_customer_managed_keys") {
+        Some(n) => match string(cx, n) {
+            Some(t @ ("never" | "protected" | "always")) => Some(Some(t.to_owned())),
+            Some(t) => {
+                cx.error(n.pos, format!("unknown value `{t}`"))
+                    .hint("expected `never`, `protected` or `always`");
+                None
+            }
+            None => None,
+        },
+        None => Some(None),
+    };
+    let require_cloudtrail = f
+        .get("require_cloudtrail")
+        .map_or(Some(None), |n| boolean(cx, n).map(Some));
+    let max_waiver_days = match f.get("max_waiver_days") {
+        Some(n) => match n.scalar().filter(|s| s.ty() == ScalarType::Int) {
+            Some(s) => match s.as_int().and_then(|v| u32::try_from(v).ok()) {
+                Some(v) if (1..=365).contains(&v) => Some(v),
+                _ => {
+                    cx.error(n.pos, "`max_waiver_days` must be between 1 and 365");
+                    None
+                }
+            },
+            None => {
+                cx.error(
+                    n.pos,
+                    format!("expected an integer, found {}", n.describe()),
+                );
+                None
+            }
+        },
+        None => Some(defaults.max_waiver_days),
+    };
+    Some(PolicySpec {
+        dir: dir?,
+        required_tags: required_tags?,
+        environment_tag: environment_tag?,
+        name_pattern: name_pattern?,
+        require_customer_managed_keys: cmk?,
+        require_cloudtrail: require_cloudtrail?,
+        criticality_tag: criticality_tag?,
+        account_ids: account_ids?.unwrap_or_default(),
+        extra_stateful_types: extra_stateful_types?.unwrap_or_default(),
+        disabled_rules: disabled_rules?.unwrap_or_default(),
+        max_waiver_days: max_waiver_days?,
+    })
+}
+
+fn lower_env_policy(cx: &mut Sink, node: &Node) -> Option<Option<FailOn>> {
+    let f = fields(cx, node, "in environment `policy`", ENV_POLICY_KEYS)?;
+    let Some(n) = f.get("fail_on") else {
+        return Some(None);
+    };
+    let text = string(cx, n)?;
+    match FailOn::parse(text) {
+        Some(s) => Some(Some(s)),
+        None => {
+            let d = cx.error(n.pos, format!("unknown severity `{text}`"));
+            match suggest(text, &FailOn::NAMES) {
+                Some(s) => d.hint(format!("did you mean `{s}`?")),
+                None => d.hint("expected one of `info`, `low`, `medium`, `high`, `critical`"),
+            };
+            None
+        }
+    }
 }
 
 fn implicit_environment() -> EnvironmentSpec {
@@ -169,6 +289,7 @@ fn implicit_environment() -> EnvironmentSpec {
         vars_file: None,
         env: BTreeMap::new(),
         timeout: None,
+        policy_fail_on: None,
     }
 }
 
@@ -393,13 +514,9 @@ fn lower_environment(cx: &mut Sink, node: &Node) -> Option<EnvironmentSpec> {
     let timeout = f
         .get("timeout")
         .map_or(Some(None), |n| duration(cx, n).map(Some));
-    if let Some(policy) = f.entry("policy") {
-        cx.warning(
-            policy.key_pos,
-            "`policy` is not supported yet and is ignored",
-        )
-        .hint("the policy gate arrives in a later release");
-    }
+    let policy_fail_on = f
+        .get("policy")
+        .map_or(Some(None), |n| lower_env_policy(cx, n));
     if let (Some(true), Some(approval)) = (auto_apply, f.entry("approval")) {
         cx.warning(
             approval.key_pos,
@@ -416,6 +533,7 @@ fn lower_environment(cx: &mut Sink, node: &Node) -> Option<EnvironmentSpec> {
         vars_file: vars_file?,
         env: env?,
         timeout: timeout?,
+        policy_fail_on: policy_fail_on?,
     })
 }
 

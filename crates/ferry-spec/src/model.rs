@@ -29,6 +29,8 @@ pub struct PipelineSpec {
     /// Parameters (readable values from the same store), mapped like secrets.
     pub params: Vec<SecretRef>,
     pub notify: Vec<NotifySpec>,
+    /// The policy gate's pipeline-wide settings (`policy:`).
+    pub policy: PolicySpec,
 }
 
 impl PipelineSpec {
@@ -138,6 +140,9 @@ pub struct EnvironmentSpec {
     /// Environment variables for this environment's actions (override the pipeline's).
     pub env: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
+    /// The lowest severity that blocks a run here (`policy: { fail_on: high }`); `None`
+    /// takes the default by position (first `critical`, last `medium`, others `high`).
+    pub policy_fail_on: Option<FailOn>,
 }
 
 impl EnvironmentSpec {
@@ -222,4 +227,70 @@ pub struct NotifySpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NotifyTarget {
     Webhook { url: String, secret: Option<String> },
+}
+
+/// A policy finding's severity, as `fail_on` names it. Ordered: `Info < … < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FailOn {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl FailOn {
+    pub const NAMES: [&'static str; 5] = ["info", "low", "medium", "high", "critical"];
+
+    pub fn as_str(self) -> &'static str {
+        FailOn::NAMES[self as usize]
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<FailOn> {
+        use FailOn::*;
+        [Info, Low, Medium, High, Critical]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// The policy gate's settings for the whole pipeline (`policy:` at the top level). Fields
+/// left unset keep the built-in pack's defaults (documented in `docs/policy.md`); the engine
+/// maps this to `ferry_policy::Config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySpec {
+    /// Where the Rego policies live, relative to the repository root, read from the deploy
+    /// branch (default `policy`).
+    pub dir: String,
+    pub required_tags: Option<Vec<String>>,
+    pub environment_tag: Option<String>,
+    /// A regular expression resource names must match.
+    pub name_pattern: Option<String>,
+    /// `never`, `protected` or `always`.
+    pub require_customer_managed_keys: Option<String>,
+    pub require_cloudtrail: Option<bool>,
+    pub criticality_tag: Option<String>,
+    pub account_ids: Vec<String>,
+    pub extra_stateful_types: Vec<String>,
+    pub disabled_rules: Vec<String>,
+    /// The longest waiver allowed, in days (default 30).
+    pub max_waiver_days: u32,
+}
+
+impl Default for PolicySpec {
+    fn default() -> Self {
+        PolicySpec {
+            dir: "policy".to_owned(),
+            required_tags: None,
+            environment_tag: None,
+            name_pattern: None,
+            require_customer_managed_keys: None,
+            require_cloudtrail: None,
+            criticality_tag: None,
+            account_ids: Vec::new(),
+            extra_stateful_types: Vec::new(),
+            disabled_rules: Vec::new(),
+            max_waiver_days: 30,
+        }
+    }
 }

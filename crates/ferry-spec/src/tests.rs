@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use expect_test::expect_file;
 
 use crate::lower::{
-    APPROVAL_KEYS, COMMAND_KEYS, ENVIRONMENT_KEYS, EVENTS, NOTIFY_KEYS, ROOT_KEYS, SECRET_KEYS,
-    SOURCE_KEYS, STAGES_KEYS, TERRAFORM_KEYS, WEBHOOK_KEYS,
+    APPROVAL_KEYS, COMMAND_KEYS, ENVIRONMENT_KEYS, ENV_POLICY_KEYS, EVENTS, NOTIFY_KEYS,
+    POLICY_KEYS, ROOT_KEYS, SECRET_KEYS, SOURCE_KEYS, STAGES_KEYS, TERRAFORM_KEYS, WEBHOOK_KEYS,
 };
 use crate::{json_schema, lower, Lowered};
 
@@ -204,6 +204,12 @@ fn schema_keys_match_lowering() {
         ),
         ("stages", &schema["properties"]["stages"], STAGES_KEYS),
         ("environment", &defs["environment"], ENVIRONMENT_KEYS),
+        ("policy", &schema["properties"]["policy"], POLICY_KEYS),
+        (
+            "environment policy",
+            &defs["environment"]["properties"]["policy"],
+            ENV_POLICY_KEYS,
+        ),
         ("approval", &defs["approval"], APPROVAL_KEYS),
         ("secret", &defs["secret"], SECRET_KEYS),
         ("command", &command, COMMAND_KEYS),

@@ -19,6 +19,7 @@ mod events;
 mod identity;
 mod keyring;
 pub mod model;
+mod policy;
 mod state_ops;
 mod states;
 
@@ -41,6 +42,7 @@ pub use ferry_core::Actor;
 pub use identity::{NewTokenRow, Session, Subject, Team, User};
 pub use keyring::keyring_key_id;
 pub use model::*;
+pub use policy::{NewWaiver, PolicyReportRow, WaiverRow};
 pub use secrets::{Resolved, Scope, SecretKind, SecretMeta, SecretName};
 pub use state_ops::{PrunedVersions, StateListing, VersionInfo};
 pub use states::{NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome};

@@ -120,7 +120,7 @@ fn approval_row(r: &SqliteRow) -> Result<Approval> {
     })
 }
 
-async fn load_run(conn: &mut SqliteConnection, id: RunId) -> Result<Run> {
+pub(crate) async fn load_run(conn: &mut SqliteConnection, id: RunId) -> Result<Run> {
     let row = sqlx::query(&format!("{RUN_SELECT} WHERE runs.id = ?"))
         .bind(id.0)
         .fetch_optional(&mut *conn)
@@ -135,7 +135,7 @@ async fn load_run(conn: &mut SqliteConnection, id: RunId) -> Result<Run> {
 /// Moves a run to its next status and, when that status is terminal, closes every stage and
 /// action still open (pending ones are skipped, running ones take `child_event`), releases
 /// its environment holds and stops it queueing.
-async fn transition_run_in(
+pub(crate) async fn transition_run_in(
     conn: &mut SqliteConnection,
     run: &Run,
     event: RunEvent,
@@ -274,7 +274,7 @@ fn stage_at(stage: &Stage) -> EventAt<'_> {
 }
 
 /// Moves a stage to its next status and reports it as an event, in one transaction.
-async fn transition_stage_in(
+pub(crate) async fn transition_stage_in(
     conn: &mut SqliteConnection,
     run: &Run,
     stage: &Stage,
@@ -304,7 +304,7 @@ async fn transition_stage_in(
     Ok(next)
 }
 
-async fn load_stage(conn: &mut SqliteConnection, id: StageId) -> Result<Stage> {
+pub(crate) async fn load_stage(conn: &mut SqliteConnection, id: StageId) -> Result<Stage> {
     let row = sqlx::query("SELECT * FROM stages WHERE id = ?")
         .bind(id.0)
         .fetch_optional(&mut *conn)
@@ -314,6 +314,18 @@ async fn load_stage(conn: &mut SqliteConnection, id: StageId) -> Result<Stage> {
             id: id.to_string(),
         })?;
     stage_row(&row)
+}
+
+pub(crate) async fn load_action(conn: &mut SqliteConnection, id: ActionId) -> Result<Action> {
+    let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "action",
+            id: id.to_string(),
+        })?;
+    action_row(&row)
 }
 
 /// An audit entry about a run: its project, pipeline and number, plus `extra` details.

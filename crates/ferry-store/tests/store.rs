@@ -8,8 +8,8 @@ use ferry_core::{
 };
 use ferry_secrets::MasterKey;
 use ferry_store::{
-    ApprovalMode, Decision, EventFilter, Hold, NewAction, NewRun, NewStage, Plan, RunKind,
-    RunOptions, StateBinding, Store, StoreConfig,
+    ApprovalMode, Decision, EventFilter, Hold, NewAction, NewRun, NewStage, NewWaiver, Plan,
+    RunKind, RunOptions, StateBinding, Store, StoreConfig,
 };
 
 struct Fixture {
@@ -528,4 +528,125 @@ async fn decisions_are_bound_to_the_plan_and_reported_as_events() {
         .unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].id, events[3].id);
+}
+
+#[tokio::test]
+async fn a_policy_violation_fails_action_stage_and_run_with_its_event_at_once() {
+    let f = fixture().await;
+    let run = f
+        .store
+        .create_run(&admin(), &new_run(f.project, "p"))
+        .await
+        .unwrap();
+    f.store
+        .transition_run(run.id, RunEvent::Start, None, None)
+        .await
+        .unwrap();
+    let detail = f.store.run_detail(run.id).await.unwrap();
+    let (stage, action) = (detail.stages[0].id, detail.actions[0].id);
+    f.store
+        .transition_stage(stage, StageEvent::Start, None)
+        .await
+        .unwrap();
+    f.store.start_action(action).await.unwrap();
+    f.store
+        .record_policy_report(run.id.0, "prod", true, r#"{"entries":[]}"#)
+        .await
+        .unwrap();
+    let reason = "POLICY_VIOLATION: 1 finding at or above high in prod: R-1 on x.y";
+    f.store
+        .fail_policy_stage(
+            action,
+            stage,
+            reason,
+            serde_json::json!({ "findings": [{"rule": "R-1"}] }),
+        )
+        .await
+        .unwrap();
+    let detail = f.store.run_detail(run.id).await.unwrap();
+    assert_eq!(detail.run.status, RunStatus::Failed);
+    assert_eq!(detail.run.reason.as_deref(), Some(reason));
+    assert_eq!(detail.stages[0].status, StageStatus::Failed);
+    assert_eq!(detail.actions[0].error.as_deref(), Some(reason));
+    let events = f
+        .store
+        .events(&EventFilter {
+            run: Some(run.id.0),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let tail = &kinds[kinds.len() - 4..];
+    assert_eq!(
+        tail,
+        [
+            "ACTION_EXECUTION_FAILED",
+            "POLICY_VIOLATION",
+            "STAGE_EXECUTION_FAILED",
+            "PIPELINE_EXECUTION_FAILED"
+        ]
+    );
+    let violation = &events[events.len() - 3];
+    assert_eq!(violation.environment.as_deref(), Some("prod"));
+    assert!(violation.details.contains("R-1"), "{}", violation.details);
+    let report = f
+        .store
+        .policy_report(run.id.0, "prod")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.blocked);
+    assert_eq!(f.store.policy_reports(run.id.0).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn waivers_are_audited_listed_and_revoked_once() {
+    let f = fixture().await;
+    let new = NewWaiver {
+        project_id: f.project,
+        rule: "FERRY-S3-004".into(),
+        address: "aws_s3_bucket.logs".into(),
+        environment: "prod".into(),
+        resource_type: Some("aws_s3_bucket".into()),
+        reason: "log bucket".into(),
+        expires_at: "2030-01-01T00:00:00Z".into(),
+        run_id: None,
+    };
+    let w = f.store.create_waiver(&actor("carol"), &new).await.unwrap();
+    assert_eq!(
+        (w.created_by.as_str(), w.project.as_str()),
+        ("carol", "net")
+    );
+    assert_eq!(
+        f.store.waivers(f.project, false).await.unwrap(),
+        std::slice::from_ref(&w)
+    );
+    let revoked = f.store.revoke_waiver(&actor("dave"), w.id).await.unwrap();
+    assert_eq!(revoked.revoked_by.as_deref(), Some("dave"));
+    let again = f
+        .store
+        .revoke_waiver(&actor("dave"), w.id)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already revoked"), "{again}");
+    assert!(f.store.waivers(f.project, false).await.unwrap().is_empty());
+    assert_eq!(f.store.waivers(f.project, true).await.unwrap().len(), 1);
+    let actions: Vec<(String, String)> = f
+        .store
+        .audit_records(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action.starts_with("policy."))
+        .map(|r| (r.action, r.actor))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("policy.waive".to_owned(), "carol".to_owned()),
+            ("policy.unwaive".to_owned(), "dave".to_owned())
+        ]
+    );
 }

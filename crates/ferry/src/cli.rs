@@ -59,6 +59,19 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             ];
             crate::delivery_cmd::audit_export(&client, &filter, file.as_deref()).await
         }
+        Command::Policy(cmd) if cmd.is_remote() => {
+            let client = client(&g)?;
+            match crate::policy_cmd::remote(&g, &client, cmd).await {
+                Err(e) => match e.downcast_ref::<ClientError>() {
+                    Some(ClientError::Api { status: 403, .. }) => {
+                        eprintln!("denied: {e:#}");
+                        Ok(ExitCode::from(FAILED))
+                    }
+                    _ => Err(e),
+                },
+                ok => ok,
+            }
+        }
         Command::Policy(cmd) => crate::policy_cmd::run(&g, cmd),
         Command::Admin(AdminCmd::Backup { dir }) => crate::admin::backup(&data_dir(&g), &dir).await,
         Command::Admin(AdminCmd::RotateMasterKey) => {
@@ -774,6 +787,31 @@ fn print_detail(d: &ferry_api::RunDetail) -> Result<()> {
         );
         for res in &p.resources {
             out!("      {:<8} {}", res.action, res.address);
+        }
+    }
+    for p in &d.policy {
+        let blocking = p.findings.iter().filter(|f| f.blocking).count();
+        let waived = p.findings.iter().filter(|f| f.waived).count();
+        out!(
+            "  policy {}: {} finding(s), {blocking} blocking, {waived} waived (fail_on {})",
+            p.environment,
+            p.findings.len(),
+            p.fail_on
+        );
+        for f in &p.findings {
+            let mark = if f.blocking {
+                "BLOCKS"
+            } else if f.waived {
+                "waived"
+            } else {
+                "      "
+            };
+            out!(
+                "      {mark} {:<8} {:<16} {}",
+                f.severity,
+                f.rule,
+                f.address
+            );
         }
     }
     for a in &d.approvals {

@@ -153,6 +153,30 @@ pub(crate) async fn approvals(
             out!("      {:<32} {}", a.name, a.status);
         }
     }
+    if let Some(policy) = &view.policy {
+        out!(
+            "  policy: {} finding(s), fail_on {}{}",
+            policy.findings.len(),
+            policy.fail_on,
+            if policy.blocked { ", BLOCKED" } else { "" }
+        );
+        for f in &policy.findings {
+            let mark = if f.blocking {
+                "BLOCKS"
+            } else if f.waived {
+                "waived"
+            } else {
+                "      "
+            };
+            out!(
+                "    {mark} {:<8} {:<16} {}: {}",
+                f.severity,
+                f.rule,
+                f.address,
+                f.message
+            );
+        }
+    }
     match (&view.deployed_commit, &view.diff_stat) {
         (Some(from), Some(stat)) => {
             out!(

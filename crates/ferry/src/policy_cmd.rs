@@ -1,7 +1,8 @@
 //! `ferry policy …`: the policy gate offline. `check` judges a plan JSON file with the
 //! built-in pack and the Rego policies of a directory, exactly as the policy stage would for
 //! one environment; `test` runs the policies' own Rego tests; `rules` lists the built-in
-//! rules. None of them talks to a server.
+//! rules. None of them talks to a server. `waive`, `waivers` and `unwaive` manage a
+//! server's waivers.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,44 @@ pub enum PolicyCmd {
     },
     /// List the built-in rules.
     Rules,
+    /// Waive one finding of a run in one environment (not allowed to the change's author).
+    Waive {
+        /// The run whose finding is waived.
+        run: i64,
+        /// The finding's rule id (FERRY-S3-001, or a Rego policy's id).
+        #[arg(long)]
+        rule: String,
+        /// The finding's resource address.
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        env: String,
+        /// Why the finding is acceptable (recorded and audited).
+        #[arg(long, short = 'm')]
+        reason: String,
+        /// How long the waiver lasts (`7d`, `36h`; at most the pipeline's max_waiver_days).
+        #[arg(long, default_value = "7d")]
+        expires_in: humantime::Duration,
+    },
+    /// List a project's waivers.
+    Waivers {
+        project: String,
+        /// Include revoked waivers.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a waiver.
+    Unwaive { id: i64 },
+}
+
+impl PolicyCmd {
+    /// Whether the command talks to a server.
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(
+            self,
+            PolicyCmd::Waive { .. } | PolicyCmd::Waivers { .. } | PolicyCmd::Unwaive { .. }
+        )
+    }
 }
 
 macro_rules! out {
@@ -67,7 +106,96 @@ pub(crate) fn run(g: &Global, cmd: PolicyCmd) -> Result<ExitCode> {
         } => check(g, &plan, env, protected, policy_dir, fail_on),
         PolicyCmd::Test { dir } => test(g, dir.as_deref()),
         PolicyCmd::Rules => rules(g),
+        PolicyCmd::Waive { .. } | PolicyCmd::Waivers { .. } | PolicyCmd::Unwaive { .. } => {
+            unreachable!("remote commands go through `remote`")
+        }
     }
+}
+
+/// `waive`, `waivers`, `unwaive`: against the server.
+pub(crate) async fn remote(
+    g: &Global,
+    client: &ferry_api::Client,
+    cmd: PolicyCmd,
+) -> Result<ExitCode> {
+    let json = g.output == Output::Json;
+    match cmd {
+        PolicyCmd::Waive {
+            run,
+            rule,
+            address,
+            env,
+            reason,
+            expires_in,
+        } => {
+            let detail = client.runs_get(run).await?;
+            let expires = chrono::Utc::now()
+                + chrono::Duration::from_std(*expires_in).context("--expires-in is too long")?;
+            let body = ferry_api::WaiverCreate {
+                run_id: run,
+                rule,
+                address,
+                environment: env,
+                reason,
+                expires_at: expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            let w = client.waiver_create(&detail.run.project, &body).await?;
+            if json {
+                crate::cli::print_json(&w)?;
+            } else {
+                out!(
+                    "waiver {} granted: {} on {} in {} until {}",
+                    w.id,
+                    w.rule,
+                    w.address,
+                    w.environment,
+                    w.expires_at
+                );
+            }
+        }
+        PolicyCmd::Waivers { project, all } => {
+            let list = client.waivers(&project, all).await?;
+            if json {
+                crate::cli::print_json(&list)?;
+            } else if list.is_empty() {
+                out!("no waivers in {project}");
+            } else {
+                for w in &list {
+                    let state = match &w.revoked_at {
+                        Some(at) => {
+                            format!("revoked {at} by {}", w.revoked_by.as_deref().unwrap_or("?"))
+                        }
+                        None => format!("until {}", w.expires_at),
+                    };
+                    out!(
+                        "{:>4}  {:<10} {:<16} {:<40} by {:<12} {state}: {}",
+                        w.id,
+                        w.environment,
+                        w.rule,
+                        w.address,
+                        w.created_by,
+                        w.reason
+                    );
+                }
+            }
+        }
+        PolicyCmd::Unwaive { id } => {
+            let w = client.waiver_revoke(id).await?;
+            if json {
+                crate::cli::print_json(&w)?;
+            } else {
+                out!(
+                    "waiver {} revoked ({} on {} in {})",
+                    w.id,
+                    w.rule,
+                    w.address,
+                    w.environment
+                );
+            }
+        }
+        _ => unreachable!("local commands go through `run`"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_policies(dir: Option<PathBuf>) -> Result<Option<PolicySet>> {

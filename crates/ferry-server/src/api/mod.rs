@@ -11,6 +11,7 @@ pub(crate) mod secrets;
 pub(crate) mod states;
 pub(crate) mod system;
 pub(crate) mod tokens;
+pub(crate) mod waivers;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -30,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         identity::login, identity::logout, identity::users_list, identity::users_create, identity::users_update,
         identity::teams_list, identity::teams_create, identity::team_members_add, identity::team_members_remove,
         identity::grants_list, identity::grants_create, identity::grants_revoke,
+        waivers::waivers_create, waivers::waivers_list, waivers::waivers_revoke,
         states::states_list, states::state_show, states::state_versions, states::state_raw, states::state_diff,
         states::state_lock_info, states::state_unlock, states::state_rollback, states::state_push,
         states::state_delete, states::state_retention,
@@ -50,6 +52,7 @@ use utoipa::{Modify, OpenApi};
         ferry_api::SecretInfo, ferry_api::SecretSet, ferry_api::ParamValue,
         ferry_api::User, ferry_api::UserCreate, ferry_api::UserUpdate, ferry_api::Team, ferry_api::TeamCreate,
         ferry_api::TeamMember, ferry_api::RoleGrant, ferry_api::Login, ferry_api::SessionInfo,
+        ferry_api::PolicyReport, ferry_api::PolicyFinding, ferry_api::WaiverCreate, ferry_api::Waiver,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

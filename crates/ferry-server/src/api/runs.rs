@@ -127,8 +127,17 @@ pub(crate) async fn runs_get(
     _identity: Identity,
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<api::RunDetail>> {
-    let detail = state.engine.store().run_detail(RunId(id)).await?;
-    Ok(axum::Json(convert::run_detail(detail)))
+    let store = state.engine.store();
+    let detail = store.run_detail(RunId(id)).await?;
+    let mut detail = convert::run_detail(detail);
+    detail.policy = store
+        .policy_reports(id)
+        .await?
+        .iter()
+        .filter_map(|r| serde_json::from_str::<ferry_policy::Report>(&r.report).ok())
+        .map(convert::policy_report)
+        .collect();
+    Ok(axum::Json(detail))
 }
 
 /// Cancels a run; its running action is terminated.

@@ -88,6 +88,9 @@ const EXPECTED: &[(&str, &str, Need)] = &[
     ("post", "/api/v1/projects/{project}/promote", Need::Operate),
     ("post", "/api/v1/projects/{project}/rollback", Need::Operate),
     ("get", "/api/v1/projects/{project}/deployments", Need::Read),
+    ("post", "/api/v1/projects/{project}/waivers", Need::Approve),
+    ("get", "/api/v1/projects/{project}/waivers", Need::Read),
+    ("delete", "/api/v1/waivers/{id}", Need::Anyone),
     ("get", "/api/v1/approvals", Need::Anyone),
     ("get", "/api/v1/events", Need::Anyone),
     ("get", "/api/v1/events/stream", Need::Anyone),
@@ -297,7 +300,10 @@ async fn route_role_matrix() {
         // name an environment to be authorised, then fail on the decision).
         let body = if path.ends_with("/approvals") {
             json!({"environment": "default", "decision": "maybe", "comment": "probe"})
-        } else if path.ends_with("/promote") || path.ends_with("/rollback") {
+        } else if path.ends_with("/promote")
+            || path.ends_with("/rollback")
+            || path.ends_with("/waivers")
+        {
             json!({"environment": "default", "probe": [1]})
         } else {
             json!({"probe": [1]})

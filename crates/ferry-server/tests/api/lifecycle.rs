@@ -106,7 +106,7 @@ async fn a_minimal_pipeline_validates_plans_and_applies_its_default_environment(
         [
             vec!["terraform_init", "terraform_validate"],
             vec!["terraform_plan"],
-            vec![],
+            vec!["policy_check"],
             vec!["terraform_apply"]
         ]
     );

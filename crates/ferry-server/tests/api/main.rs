@@ -15,6 +15,7 @@ mod identity;
 mod lifecycle;
 mod logs;
 mod modes;
+mod policy;
 mod promotion;
 mod run_list;
 mod secret_runs;

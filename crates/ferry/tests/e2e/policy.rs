@@ -2,14 +2,16 @@
 //! judged by a custom Rego rule, blocking at prod's level and passing at dev's; the built-in
 //! pack on a hand-written AWS plan fixture; `ferry policy test`; and the bad inputs the
 //! policy issue names (invalid JSON, unsupported format version, Rego syntax error), each
-//! with its exit code.
+//! with its exit code. Against a server: a run blocked by the deploy branch's policy, shown
+//! by `ferry show` and `ferry approvals`, waived with `ferry policy waive` (refused to the
+//! run's triggerer), listed, retried past, and revoked with `ferry policy unwaive`.
 
 use std::path::Path;
 use std::process::Command;
 
 use ferry_test_support::terraform_dir;
 
-use crate::util::ferry;
+use crate::util::{ferry, repo_with, Server};
 
 const POLICY: &str = r#"package ferry.tfdata
 
@@ -225,4 +227,96 @@ fn bad_input_exits_2_with_a_clear_message() {
         &[],
     );
     assert_eq!(out.code, 2, "{out:?}");
+}
+
+const SERVER_PIPELINE: &str = "version: 1\nname: app\nterraform: { dir: . }\nenvironments:\n  - name: prod\n    auto_apply: true\n";
+const SERVER_TF: &str = "resource \"terraform_data\" \"bad\" {\n  input = \"forbidden\"\n}\n";
+
+#[test]
+fn a_blocked_run_is_shown_waived_retried_and_the_waiver_revoked() {
+    let mut server = Server::start();
+    let repo = repo_with(&[
+        ("ferry.yaml", SERVER_PIPELINE),
+        ("main.tf", SERVER_TF),
+        ("policy/data.rego", POLICY),
+    ]);
+    server.add_project("app", &repo);
+    let carol = server.create_token("carol");
+    let as_carol = [("FERRY_TOKEN", carol.as_str())];
+    let run = server.trigger("app", &[]);
+    let id = run.to_string();
+    let detail = server.wait_status(run, "Failed", std::time::Duration::from_secs(120));
+    assert!(
+        detail["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("POLICY_VIOLATION: 1 finding at or above high in prod: ACME-DATA-001 on terraform_data.bad"),
+        "{detail}"
+    );
+    let shown = server.cli(&["show", &id]).ok();
+    assert!(
+        shown
+            .stdout
+            .contains("policy prod: 1 finding(s), 1 blocking, 0 waived (fail_on high)"),
+        "{shown:?}"
+    );
+    let view = server.cli(&["approvals", &id, "--env", "prod"]).ok();
+    assert!(view.stdout.contains("BLOCKED"), "{view:?}");
+    assert!(
+        view.stdout.contains("BLOCKS high     ACME-DATA-001"),
+        "{view:?}"
+    );
+
+    let waive = |env: &[(&str, &str)]| {
+        server.cli_env(
+            &[
+                "policy",
+                "waive",
+                &id,
+                "--rule",
+                "ACME-DATA-001",
+                "--address",
+                "terraform_data.bad",
+                "--env",
+                "prod",
+                "-m",
+                "known fixture",
+                "--expires-in",
+                "2d",
+            ],
+            env,
+        )
+    };
+    // The admin triggered the run: denied (exit 1).
+    let own = waive(&[]);
+    assert_eq!(own.code, 1, "{own:?}");
+    assert!(own.stderr.contains("denied"), "{own:?}");
+    let granted = waive(&as_carol).ok();
+    assert!(
+        granted
+            .stdout
+            .contains("waiver 1 granted: ACME-DATA-001 on terraform_data.bad in prod"),
+        "{granted:?}"
+    );
+    let list = server.cli(&["policy", "waivers", "app"]).ok();
+    assert!(
+        list.stdout.contains("ACME-DATA-001") && list.stdout.contains("carol"),
+        "{list:?}"
+    );
+
+    let retry = server.cli(&["retry", &id, "--output", "json"]).ok();
+    let retried = retry.json()["id"].as_i64().expect("retry id");
+    let detail = server.wait_status(retried, "Succeeded", std::time::Duration::from_secs(120));
+    assert_eq!(
+        detail["policy"][0]["findings"][0]["waived"], true,
+        "{detail}"
+    );
+
+    let revoked = server.cli(&["policy", "unwaive", "1"]).ok();
+    assert!(revoked.stdout.contains("waiver 1 revoked"), "{revoked:?}");
+    let list = server.cli(&["policy", "waivers", "app"]).ok();
+    assert!(list.stdout.contains("no waivers in app"), "{list:?}");
+    let all = server.cli(&["policy", "waivers", "app", "--all"]).ok();
+    assert!(all.stdout.contains("revoked"), "{all:?}");
+    server.stop();
 }
