@@ -84,7 +84,7 @@ async fn a_custom_rule_blocks_prod_not_dev_and_a_waiver_lets_a_retry_pass() {
             ],
         )
         .await;
-    let bob = server.user("bob").await;
+    let bob = server.user_with("bob", &["operator", "approver"]).await;
     let carol = server.user("carol").await;
     let run = bob.runs_create("app", &RunCreate::default()).await.unwrap();
     let detail = server.wait_status(run.id, "Failed", RUN_TIMEOUT).await;
@@ -259,7 +259,7 @@ async fn policies_come_from_the_deploy_branch_and_broken_ones_name_the_file() {
     );
     git(&path, &["commit", "-q", "-am", "weaken the policy"]);
     git(&path, &["checkout", "-q", "main"]);
-    let bob = server.user("bob").await;
+    let bob = server.user_with("bob", &["operator", "approver"]).await;
     let run = bob
         .runs_create(
             "app",
