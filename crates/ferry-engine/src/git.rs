@@ -22,6 +22,50 @@ pub enum GitError {
     Spawn(#[from] std::io::Error),
 }
 
+/// Credentials for one git operation: git asks a per-operation `GIT_ASKPASS` helper (a
+/// script written 0700 into a fresh temp dir, removed afterwards) which prints the username
+/// or the password from its own environment. The password is never in argv, a URL, a file
+/// or git's config; git's configured credential helpers are switched off so none can store
+/// it. Git's error output is masked with `masker` before it becomes an error message.
+pub struct GitAuth {
+    pub username: String,
+    pub password: ferry_secrets::Plaintext,
+    pub masker: ferry_secrets::Masker,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitAuth")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+const ASKPASS_SCRIPT: &str = "#!/bin/sh\n\
+# Ferry's per-operation askpass helper: answers git's prompts from its environment.\n\
+case \"$1\" in\n\
+  Username*|username*) printf '%s\\n' \"$FERRY_GIT_USERNAME\" ;;\n\
+  *) printf '%s\\n' \"$FERRY_GIT_PASSWORD\" ;;\n\
+esac\n";
+
+/// Writes the askpass helper into a fresh private temp dir (removed when the guard drops).
+fn askpass_dir() -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = tempfile::Builder::new().prefix("ferry-askpass-").tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    let script = dir.path().join("askpass.sh");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(&script)?;
+    file.write_all(ASKPASS_SCRIPT.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    Ok((dir, script))
+}
+
 /// A bare mirror of a project's repository.
 #[derive(Debug, Clone)]
 pub struct Mirror {
@@ -29,25 +73,53 @@ pub struct Mirror {
 }
 
 async fn git(op: &'static str, args: &[&str], dir: Option<&Path>) -> Result<Vec<u8>, GitError> {
+    git_with(op, args, dir, None).await
+}
+
+/// Runs git; with `auth`, through a fresh askpass helper whose password is only in this
+/// git process's environment.
+async fn git_with(
+    op: &'static str,
+    args: &[&str],
+    dir: Option<&Path>,
+    auth: Option<&GitAuth>,
+) -> Result<Vec<u8>, GitError> {
+    use std::os::unix::ffi::OsStrExt as _;
     let mut cmd = Command::new("git");
     if let Some(dir) = dir {
         cmd.arg("-C").arg(dir);
     }
+    let mut _askpass = None;
+    if let Some(auth) = auth {
+        let (tmp, script) = askpass_dir()?;
+        // No configured credential helper may answer for (or store) these credentials.
+        cmd.args(["-c", "credential.helper="])
+            .env("GIT_ASKPASS", &script)
+            .env("FERRY_GIT_USERNAME", &auth.username)
+            .env(
+                "FERRY_GIT_PASSWORD",
+                std::ffi::OsStr::from_bytes(auth.password.expose()),
+            );
+        _askpass = Some(tmp);
+    } else {
+        cmd.env("GIT_ASKPASS", "true");
+    }
     cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "true")
+        .env_remove("SSH_ASKPASS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let out = cmd.output().await?;
+    drop(_askpass);
     if !out.status.success() {
-        let message = String::from_utf8_lossy(&out.stderr)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = match auth {
+            Some(auth) => auth.masker.mask_str(&stderr),
+            None => stderr.into_owned(),
+        };
+        let message = stderr.trim().lines().last().unwrap_or("").to_owned();
         return Err(GitError::Failed { op, message });
     }
     Ok(out.stdout)
@@ -70,8 +142,17 @@ impl Mirror {
     /// Clones `repo` (a URL or a local path) as a bare mirror at `path`, or fetches into
     /// the existing mirror.
     pub async fn sync(repo: &str, path: &Path) -> Result<Mirror, GitError> {
+        Mirror::sync_with(repo, path, None).await
+    }
+
+    /// [`Mirror::sync`] with credentials for the remote.
+    pub async fn sync_with(
+        repo: &str,
+        path: &Path,
+        auth: Option<&GitAuth>,
+    ) -> Result<Mirror, GitError> {
         if path.join("HEAD").exists() {
-            git(
+            git_with(
                 "fetch",
                 &[
                     "fetch",
@@ -82,6 +163,7 @@ impl Mirror {
                     "+refs/tags/*:refs/tags/*",
                 ],
                 Some(path),
+                auth,
             )
             .await?;
         } else {
@@ -91,10 +173,11 @@ impl Mirror {
             let tmp = path.with_extension("tmp");
             let _ = tokio::fs::remove_dir_all(&tmp).await;
             let tmp_str = tmp.to_string_lossy().into_owned();
-            git(
+            git_with(
                 "clone",
                 &["clone", "--mirror", "--quiet", "--", repo, &tmp_str],
                 None,
+                auth,
             )
             .await?;
             tokio::fs::rename(&tmp, path).await?;
@@ -277,16 +360,22 @@ pub fn has_embedded_credentials(repo: &str) -> bool {
 
 /// Checks that `repo` is a reachable git repository, without cloning it.
 pub async fn check_remote(repo: &str) -> Result<(), GitError> {
+    check_remote_with(repo, None).await
+}
+
+/// [`check_remote`] with credentials for the remote.
+pub async fn check_remote_with(repo: &str, auth: Option<&GitAuth>) -> Result<(), GitError> {
     if repo.is_empty() || repo.starts_with('-') {
         return Err(GitError::Failed {
             op: "ls-remote",
             message: format!("`{repo}` is not a repository address"),
         });
     }
-    git(
+    git_with(
         "ls-remote",
         &["ls-remote", "--quiet", "--", repo, "HEAD"],
         None,
+        auth,
     )
     .await
     .map(|_| ())
