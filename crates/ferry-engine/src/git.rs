@@ -52,7 +52,9 @@ esac\n";
 fn askpass_dir() -> std::io::Result<(tempfile::TempDir, PathBuf)> {
     use std::io::Write as _;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = tempfile::Builder::new().prefix("ferry-askpass-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-askpass-")
+        .tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
     let script = dir.path().join("askpass.sh");
     let mut file = std::fs::OpenOptions::new()

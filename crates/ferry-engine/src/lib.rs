@@ -261,7 +261,10 @@ impl Engine {
         let lock = self.repo_lock(project.id);
         let _guard = lock.lock().await;
         let auth = self.git_auth(project).await?;
-        Ok(git::Mirror::sync_with(&project.repo, &self.mirror_path(project.id), auth.as_ref()).await?)
+        Ok(
+            git::Mirror::sync_with(&project.repo, &self.mirror_path(project.id), auth.as_ref())
+                .await?,
+        )
     }
 
     /// The project's mirror, for checking out `commit`: fetched only when it lacks the commit

@@ -41,7 +41,11 @@ fn git_credentials(
     secret: Option<&str>,
 ) -> Result<Option<ferry_store::GitCredentials>, ApiError> {
     let invalid = |message: String| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_credentials", message)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_credentials",
+            message,
+        )
     };
     match (username, secret) {
         (None, None) => Ok(None),
@@ -79,12 +83,7 @@ async fn check_reachable(
     git: Option<&ferry_store::GitCredentials>,
 ) -> Result<(), ApiError> {
     let auth = match git {
-        Some(git) => Some(
-            state
-                .engine
-                .resolve_git_auth(name, project_id, git)
-                .await?,
-        ),
+        Some(git) => Some(state.engine.resolve_git_auth(name, project_id, git).await?),
         None => None,
     };
     ferry_engine::git::check_remote_with(repo, auth.as_ref())
