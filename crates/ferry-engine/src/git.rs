@@ -121,7 +121,15 @@ async fn git_with(
             Some(auth) => auth.masker.mask_str(&stderr),
             None => stderr.into_owned(),
         };
-        let message = stderr.trim().lines().last().unwrap_or("").to_owned();
+        // git's `fatal:` line says what went wrong; hints and advice follow it.
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        let message = lines
+            .iter()
+            .find(|l| l.starts_with("fatal:"))
+            .or(lines.last())
+            .copied()
+            .unwrap_or("")
+            .to_owned();
         return Err(GitError::Failed { op, message });
     }
     Ok(out.stdout)
@@ -349,7 +357,8 @@ impl Mirror {
 
 /// Whether a repository address carries a password or token (`https://user:secret@host/…`).
 /// Such an address would be stored, listed by the API and written to the audit log, so it is
-/// refused; credentials belong in a git credential helper (or, later, the secret store).
+/// refused; credentials belong in the secret store (a project's `git_secret`, see
+/// [`GitAuth`]) or a git credential helper.
 pub fn has_embedded_credentials(repo: &str) -> bool {
     let Some((_, rest)) = repo.split_once("://") else {
         return false;
@@ -404,6 +413,60 @@ mod tests {
         assert!(!has_embedded_credentials("git@git.example.com:infra.git"));
         assert!(!has_embedded_credentials("/srv/repos/infra"));
         assert!(!has_embedded_credentials("https://git.example.com/a@b:c"));
+    }
+
+    fn auth(password: &str) -> GitAuth {
+        GitAuth {
+            username: "bot".to_owned(),
+            password: ferry_secrets::Plaintext::new(password.as_bytes().to_vec()),
+            masker: ferry_secrets::Masker::new([password], true).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_askpass_helper_answers_from_its_environment_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, script) = askpass_dir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&script), 0o700);
+        assert!(!std::fs::read_to_string(&script)
+            .unwrap()
+            .contains("pw-Zx81"));
+        let ask = |prompt: &str| {
+            // Run at once, the fresh script can be "busy" while a process forked by another
+            // test thread still holds its write handle (git runs it much later).
+            for _ in 0..50 {
+                match std::process::Command::new(&script)
+                    .arg(prompt)
+                    .env("FERRY_GIT_USERNAME", "bot")
+                    .env("FERRY_GIT_PASSWORD", "pw-Zx81")
+                    .output()
+                {
+                    Ok(out) => return String::from_utf8(out.stdout).unwrap(),
+                    Err(e) if e.raw_os_error() == Some(26) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("askpass: {e}"),
+                }
+            }
+            panic!("askpass stayed busy");
+        };
+        assert_eq!(ask("Username for 'https://h': "), "bot\n");
+        assert_eq!(ask("Password for 'https://bot@h': "), "pw-Zx81\n");
+        let path = dir.path().to_owned();
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn git_errors_are_masked_with_the_password() {
+        let error = check_remote_with("/nonexistent/pw-Qm5Tr7", Some(&auth("pw-Qm5Tr7")))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/***"), "{error}");
+        assert!(!error.contains("pw-Qm5Tr7"), "{error}");
     }
 
     #[test]
