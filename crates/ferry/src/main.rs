@@ -300,11 +300,13 @@ pub enum ProjectCmd {
     /// Set (or, with --clear, remove) the git credentials a project is fetched with.
     SetCredentials {
         name: String,
+        /// Username for fetching the repository (with --git-secret).
         #[arg(long, required_unless_present = "clear", requires = "git_secret")]
         git_username: Option<String>,
         /// NAME of the secret (project scope first, then global) holding the password or token.
         #[arg(long, required_unless_present = "clear", requires = "git_username")]
         git_secret: Option<String>,
+        /// Remove the credentials: the repository is fetched without any.
         #[arg(long, conflicts_with_all = ["git_username", "git_secret"])]
         clear: bool,
     },
