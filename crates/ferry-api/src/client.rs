@@ -125,6 +125,20 @@ impl Client {
         self.post("/api/v1/projects", body).await
     }
 
+    /// Sets (both fields) or clears (neither) a project's git credentials.
+    pub async fn projects_update(
+        &self,
+        name: &str,
+        body: &ProjectUpdate,
+    ) -> Result<Project, ClientError> {
+        self.send(
+            self.http
+                .patch(self.url(&format!("/api/v1/projects/{}", enc(name))))
+                .json(body),
+        )
+        .await
+    }
+
     pub async fn projects_list(&self) -> Result<Vec<Project>, ClientError> {
         self.get("/api/v1/projects").await
     }

@@ -49,12 +49,30 @@ pub struct Whoami {
     pub limited_to: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ProjectCreate {
     /// `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
     pub name: String,
     /// A git URL or a local path to a git repository.
     pub repo: String,
+    /// Username Ferry fetches the repository with (with `git_secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_username: Option<String>,
+    /// NAME of the secret (in the secret store, global scope at registration) holding the
+    /// password or token; never the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_secret: Option<String>,
+}
+
+/// Sets or clears the git credentials of a project: both fields, or neither to clear them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdate {
+    #[serde(default)]
+    pub git_username: Option<String>,
+    /// NAME of the secret (project scope first, then global) holding the password or token.
+    #[serde(default)]
+    pub git_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -63,6 +81,12 @@ pub struct Project {
     pub repo: String,
     pub created_at: String,
     pub created_by: String,
+    /// Username of the project's git credentials, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_username: Option<String>,
+    /// NAME of the secret holding the git password or token (never its value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

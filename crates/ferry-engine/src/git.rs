@@ -22,6 +22,52 @@ pub enum GitError {
     Spawn(#[from] std::io::Error),
 }
 
+/// Credentials for one git operation: git asks a per-operation `GIT_ASKPASS` helper (a
+/// script written 0700 into a fresh temp dir, removed afterwards) which prints the username
+/// or the password from its own environment. The password is never in argv, a URL, a file
+/// or git's config; git's configured credential helpers are switched off so none can store
+/// it. Git's error output is masked with `masker` before it becomes an error message.
+pub struct GitAuth {
+    pub username: String,
+    pub password: ferry_secrets::Plaintext,
+    pub masker: ferry_secrets::Masker,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitAuth")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+const ASKPASS_SCRIPT: &str = "#!/bin/sh\n\
+# Ferry's per-operation askpass helper: answers git's prompts from its environment.\n\
+case \"$1\" in\n\
+  Username*|username*) printf '%s\\n' \"$FERRY_GIT_USERNAME\" ;;\n\
+  *) printf '%s\\n' \"$FERRY_GIT_PASSWORD\" ;;\n\
+esac\n";
+
+/// Writes the askpass helper into a fresh private temp dir (removed when the guard drops).
+fn askpass_dir() -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-askpass-")
+        .tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    let script = dir.path().join("askpass.sh");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(&script)?;
+    file.write_all(ASKPASS_SCRIPT.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    Ok((dir, script))
+}
+
 /// A bare mirror of a project's repository.
 #[derive(Debug, Clone)]
 pub struct Mirror {
@@ -29,23 +75,59 @@ pub struct Mirror {
 }
 
 async fn git(op: &'static str, args: &[&str], dir: Option<&Path>) -> Result<Vec<u8>, GitError> {
+    git_with(op, args, dir, None).await
+}
+
+/// Runs git; with `auth`, through a fresh askpass helper whose password is only in this
+/// git process's environment.
+async fn git_with(
+    op: &'static str,
+    args: &[&str],
+    dir: Option<&Path>,
+    auth: Option<&GitAuth>,
+) -> Result<Vec<u8>, GitError> {
+    use std::os::unix::ffi::OsStrExt as _;
     let mut cmd = Command::new("git");
     if let Some(dir) = dir {
         cmd.arg("-C").arg(dir);
     }
+    let mut _askpass = None;
+    if let Some(auth) = auth {
+        let (tmp, script) = askpass_dir()?;
+        // No configured credential helper may answer for (or store) these credentials.
+        cmd.args(["-c", "credential.helper="])
+            .env("GIT_ASKPASS", &script)
+            .env("FERRY_GIT_USERNAME", &auth.username)
+            .env(
+                "FERRY_GIT_PASSWORD",
+                std::ffi::OsStr::from_bytes(auth.password.expose()),
+            );
+        _askpass = Some(tmp);
+    } else {
+        cmd.env("GIT_ASKPASS", "true");
+    }
     cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "true")
+        .env_remove("SSH_ASKPASS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let out = cmd.output().await?;
+    drop(_askpass);
     if !out.status.success() {
-        let message = String::from_utf8_lossy(&out.stderr)
-            .trim()
-            .lines()
-            .last()
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = match auth {
+            Some(auth) => auth.masker.mask_str(&stderr),
+            None => stderr.into_owned(),
+        };
+        // git's `fatal:` line says what went wrong; hints and advice follow it.
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        let message = lines
+            .iter()
+            .find(|l| l.starts_with("fatal:"))
+            .or(lines.last())
+            .copied()
             .unwrap_or("")
             .to_owned();
         return Err(GitError::Failed { op, message });
@@ -70,8 +152,17 @@ impl Mirror {
     /// Clones `repo` (a URL or a local path) as a bare mirror at `path`, or fetches into
     /// the existing mirror.
     pub async fn sync(repo: &str, path: &Path) -> Result<Mirror, GitError> {
+        Mirror::sync_with(repo, path, None).await
+    }
+
+    /// [`Mirror::sync`] with credentials for the remote.
+    pub async fn sync_with(
+        repo: &str,
+        path: &Path,
+        auth: Option<&GitAuth>,
+    ) -> Result<Mirror, GitError> {
         if path.join("HEAD").exists() {
-            git(
+            git_with(
                 "fetch",
                 &[
                     "fetch",
@@ -82,6 +173,7 @@ impl Mirror {
                     "+refs/tags/*:refs/tags/*",
                 ],
                 Some(path),
+                auth,
             )
             .await?;
         } else {
@@ -91,10 +183,11 @@ impl Mirror {
             let tmp = path.with_extension("tmp");
             let _ = tokio::fs::remove_dir_all(&tmp).await;
             let tmp_str = tmp.to_string_lossy().into_owned();
-            git(
+            git_with(
                 "clone",
                 &["clone", "--mirror", "--quiet", "--", repo, &tmp_str],
                 None,
+                auth,
             )
             .await?;
             tokio::fs::rename(&tmp, path).await?;
@@ -317,7 +410,8 @@ impl Mirror {
 
 /// Whether a repository address carries a password or token (`https://user:secret@host/…`).
 /// Such an address would be stored, listed by the API and written to the audit log, so it is
-/// refused; credentials belong in a git credential helper (or, later, the secret store).
+/// refused; credentials belong in the secret store (a project's `git_secret`, see
+/// [`GitAuth`]) or a git credential helper.
 pub fn has_embedded_credentials(repo: &str) -> bool {
     let Some((_, rest)) = repo.split_once("://") else {
         return false;
@@ -330,16 +424,22 @@ pub fn has_embedded_credentials(repo: &str) -> bool {
 
 /// Checks that `repo` is a reachable git repository, without cloning it.
 pub async fn check_remote(repo: &str) -> Result<(), GitError> {
+    check_remote_with(repo, None).await
+}
+
+/// [`check_remote`] with credentials for the remote.
+pub async fn check_remote_with(repo: &str, auth: Option<&GitAuth>) -> Result<(), GitError> {
     if repo.is_empty() || repo.starts_with('-') {
         return Err(GitError::Failed {
             op: "ls-remote",
             message: format!("`{repo}` is not a repository address"),
         });
     }
-    git(
+    git_with(
         "ls-remote",
         &["ls-remote", "--quiet", "--", repo, "HEAD"],
         None,
+        auth,
     )
     .await
     .map(|_| ())
@@ -366,6 +466,60 @@ mod tests {
         assert!(!has_embedded_credentials("git@git.example.com:infra.git"));
         assert!(!has_embedded_credentials("/srv/repos/infra"));
         assert!(!has_embedded_credentials("https://git.example.com/a@b:c"));
+    }
+
+    fn auth(password: &str) -> GitAuth {
+        GitAuth {
+            username: "bot".to_owned(),
+            password: ferry_secrets::Plaintext::new(password.as_bytes().to_vec()),
+            masker: ferry_secrets::Masker::new([password], true).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_askpass_helper_answers_from_its_environment_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, script) = askpass_dir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&script), 0o700);
+        assert!(!std::fs::read_to_string(&script)
+            .unwrap()
+            .contains("pw-Zx81"));
+        let ask = |prompt: &str| {
+            // Run at once, the fresh script can be "busy" while a process forked by another
+            // test thread still holds its write handle (git runs it much later).
+            for _ in 0..50 {
+                match std::process::Command::new(&script)
+                    .arg(prompt)
+                    .env("FERRY_GIT_USERNAME", "bot")
+                    .env("FERRY_GIT_PASSWORD", "pw-Zx81")
+                    .output()
+                {
+                    Ok(out) => return String::from_utf8(out.stdout).unwrap(),
+                    Err(e) if e.raw_os_error() == Some(26) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("askpass: {e}"),
+                }
+            }
+            panic!("askpass stayed busy");
+        };
+        assert_eq!(ask("Username for 'https://h': "), "bot\n");
+        assert_eq!(ask("Password for 'https://bot@h': "), "pw-Zx81\n");
+        let path = dir.path().to_owned();
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn git_errors_are_masked_with_the_password() {
+        let error = check_remote_with("/nonexistent/pw-Qm5Tr7", Some(&auth("pw-Qm5Tr7")))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/***"), "{error}");
+        assert!(!error.contains("pw-Qm5Tr7"), "{error}");
     }
 
     #[test]

@@ -262,7 +262,11 @@ impl Engine {
     pub async fn sync_project(&self, project: &ferry_store::Project) -> Result<git::Mirror> {
         let lock = self.repo_lock(project.id);
         let _guard = lock.lock().await;
-        Ok(git::Mirror::sync(&project.repo, &self.mirror_path(project.id)).await?)
+        let auth = self.git_auth(project).await?;
+        Ok(
+            git::Mirror::sync_with(&project.repo, &self.mirror_path(project.id), auth.as_ref())
+                .await?,
+        )
     }
 
     /// The project's mirror, for checking out `commit`: fetched only when it lacks the commit
@@ -280,7 +284,8 @@ impl Engine {
         if mirror.path.join("HEAD").exists() && mirror.has_commit(commit).await {
             return Ok(mirror);
         }
-        Ok(git::Mirror::sync(&project.repo, &mirror.path).await?)
+        let auth = self.git_auth(project).await?;
+        Ok(git::Mirror::sync_with(&project.repo, &mirror.path, auth.as_ref()).await?)
     }
 
     /// The project, its refreshed mirror, the ref (default: the default branch) and the

@@ -79,6 +79,68 @@ impl Engine {
     }
 }
 
+/// Git credentials of projects: the named secret resolved each time Ferry fetches.
+impl Engine {
+    /// The credentials `project` is fetched with, if it names any: its secret resolved
+    /// (project scope, then global), each use audited (project, name, version).
+    pub async fn git_auth(
+        &self,
+        project: &ferry_store::Project,
+    ) -> Result<Option<crate::git::GitAuth>> {
+        match &project.git {
+            Some(git) => Ok(Some(
+                self.resolve_git_auth(&project.name, Some(project.id), git)
+                    .await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves `git` for project `name`; `project_id` is `None` for a project being
+    /// registered, which can only use a global secret (it has no scoped ones yet).
+    pub async fn resolve_git_auth(
+        &self,
+        name: &str,
+        project_id: Option<i64>,
+        git: &ferry_store::GitCredentials,
+    ) -> Result<crate::git::GitAuth> {
+        let secret = SecretName::parse(&git.secret)
+            .map_err(|e| crate::Error::Invalid(format!("git secret of project {name}: {e}")))?;
+        // Project ids start at 1, so id 0 has no scoped values: only the global one is found.
+        let (mut found, _) = self
+            .store()
+            .resolve_values(
+                self.master_key(),
+                project_id.unwrap_or(0),
+                None,
+                &[(SecretKind::Secret, secret)],
+            )
+            .await?;
+        let Some(resolved) = found.pop() else {
+            let scopes = match project_id {
+                Some(_) => format!("for project {name} or globally"),
+                None => "globally (a project being registered has no scoped secrets yet)".into(),
+            };
+            return Err(crate::Error::MissingSecret {
+                message: format!(
+                    "secret `{secret}`, the git credential of project {name}, is not set {scopes}; set it with `ferry secret set {secret}`",
+                    secret = git.secret
+                ),
+            });
+        };
+        self.store()
+            .record_git_credential_use(&Actor::system("git"), name, &resolved)
+            .await?;
+        let masker = Masker::new([resolved.value.expose()], true)
+            .map_err(|e| crate::Error::Io(std::io::Error::other(format!("secret store: {e}"))))?;
+        Ok(crate::git::GitAuth {
+            username: git.username.clone(),
+            password: resolved.value,
+            masker,
+        })
+    }
+}
+
 /// Whether `git_ref` is a branch the pipeline deploys: `source.branches` is empty (any) or
 /// one of its names or globs matches. Runs of other refs get no environment-scoped values.
 pub fn deploys(spec: &PipelineSpec, git_ref: &str) -> bool {

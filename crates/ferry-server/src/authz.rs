@@ -146,6 +146,8 @@ pub(crate) static RULES: &[Rule] = &[
     rule("GET", "/api/v1/projects", Read, Anyone),
     rule("POST", "/api/v1/projects", Admin, Global).audited("project.create", "project"),
     rule("GET", "/api/v1/projects/{project}", Read, Project),
+    rule("PATCH", "/api/v1/projects/{project}", Admin, Project)
+        .audited("project.update", "project/{project}"),
     rule("GET", "/api/v1/projects/{project}/pipelines", Read, Project),
     rule("POST", "/api/v1/projects/{project}/runs", Operate, Project)
         .audited("run.create", "project/{project}"),

@@ -9,6 +9,8 @@ pub(crate) fn project(p: store::Project) -> api::Project {
         repo: p.repo,
         created_at: p.created_at,
         created_by: p.created_by,
+        git_username: p.git.as_ref().map(|g| g.username.clone()),
+        git_secret: p.git.map(|g| g.secret),
     }
 }
 

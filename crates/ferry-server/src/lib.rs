@@ -64,7 +64,10 @@ pub fn app(state: AppState) -> Router {
             "/projects",
             post(api::projects::projects_create).get(api::projects::projects_list),
         )
-        .route("/projects/{project}", get(api::projects::projects_get))
+        .route(
+            "/projects/{project}",
+            get(api::projects::projects_get).patch(api::projects::projects_update),
+        )
         .route(
             "/projects/{project}/pipelines",
             get(api::projects::pipelines_list),

@@ -39,6 +39,16 @@ pub struct Project {
     pub repo: String,
     pub created_at: String,
     pub created_by: String,
+    /// Credentials Ferry uses when it fetches the repository, if any.
+    pub git: Option<GitCredentials>,
+}
+
+/// A project's git credentials: a username and the NAME of a secret in the secret store
+/// (resolved, project scope first, then global, each time Ferry fetches). Never the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GitCredentials {
+    pub username: String,
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

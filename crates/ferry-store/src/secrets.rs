@@ -581,6 +581,37 @@ impl Store {
         Ok(())
     }
 
+    /// Records that Ferry used `resolved` as the git credential of `project` (a fetch): one
+    /// audit entry (project, name, scope, version; never the value) per use.
+    pub async fn record_git_credential_use(
+        &self,
+        actor: &Actor,
+        project: &str,
+        resolved: &Resolved,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE secrets SET last_used_at = ? WHERE id = ?")
+            .bind(now())
+            .bind(resolved.id)
+            .execute(&mut *tx)
+            .await?;
+        let entry = AuditEntry::new(
+            &format!("{}.use", resolved.kind),
+            target(resolved.kind, &resolved.scope, resolved.name.as_str()),
+        )
+        .details(serde_json::json!({
+            "kind": resolved.kind.as_str(),
+            "name": resolved.name.as_str(),
+            "scope": resolved.scope.to_string(),
+            "version": resolved.version,
+            "project": project,
+            "purpose": "git",
+        }));
+        let record = self.audit_in(&mut tx, actor, entry).await?;
+        tx.commit().await?;
+        self.audit_committed(&record)
+    }
+
     /// The versions a run used: (kind, name, scope, version).
     pub async fn run_secret_versions(
         &self,

@@ -4,7 +4,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use crate::audit::AuditEntry;
-use crate::{now, Actor, Error, Project, Result, Store, Token};
+use crate::{now, Actor, Error, GitCredentials, Project, Result, Store, Token};
 
 pub(crate) fn token_row(r: &SqliteRow) -> Token {
     let scope = match (
@@ -42,6 +42,13 @@ fn project_row(r: &SqliteRow) -> Project {
         repo: r.get("repo"),
         created_at: r.get("created_at"),
         created_by: r.get("created_by"),
+        git: match (
+            r.get::<Option<String>, _>("git_username"),
+            r.get::<Option<String>, _>("git_secret"),
+        ) {
+            (Some(username), Some(secret)) => Some(GitCredentials { username, secret }),
+            _ => None,
+        },
     }
 }
 
@@ -195,6 +202,17 @@ impl Store {
     }
 
     pub async fn create_project(&self, actor: &Actor, name: &str, repo: &str) -> Result<Project> {
+        self.create_project_with(actor, name, repo, None).await
+    }
+
+    /// Registers a project, with the git credentials Ferry fetches it with (names only).
+    pub async fn create_project_with(
+        &self,
+        actor: &Actor,
+        name: &str,
+        repo: &str,
+        git: Option<&GitCredentials>,
+    ) -> Result<Project> {
         let mut tx = self.write().await?;
         if sqlx::query("SELECT 1 FROM projects WHERE name = ?")
             .bind(name)
@@ -207,15 +225,21 @@ impl Store {
                 id: name.to_owned(),
             });
         }
-        let row = sqlx::query("INSERT INTO projects (name, repo, created_at, created_by) VALUES (?, ?, ?, ?) RETURNING *")
+        let row = sqlx::query("INSERT INTO projects (name, repo, created_at, created_by, git_username, git_secret) VALUES (?, ?, ?, ?, ?, ?) RETURNING *")
             .bind(name)
             .bind(repo)
             .bind(now())
             .bind(&actor.name)
+            .bind(git.map(|g| &g.username))
+            .bind(git.map(|g| &g.secret))
             .fetch_one(&mut *tx)
             .await?;
-        let entry = AuditEntry::new("project.create", format!("project/{name}"))
-            .details(serde_json::json!({ "repo": repo }));
+        let mut details = serde_json::json!({ "repo": repo });
+        if let Some(git) = git {
+            details["git_username"] = git.username.clone().into();
+            details["git_secret"] = git.secret.clone().into();
+        }
+        let entry = AuditEntry::new("project.create", format!("project/{name}")).details(details);
         let record = self.audit_in(&mut tx, actor, entry).await?;
         tx.commit().await?;
         self.audit_committed(&record)?;
@@ -232,6 +256,39 @@ impl Store {
                 what: "project",
                 id: name.to_owned(),
             })
+    }
+
+    /// Sets (or, with `None`, clears) the git credentials a project is fetched with.
+    /// Audited as `project.update` with the username and the secret's name.
+    pub async fn set_project_git(
+        &self,
+        actor: &Actor,
+        name: &str,
+        git: Option<&GitCredentials>,
+    ) -> Result<Project> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query(
+            "UPDATE projects SET git_username = ?, git_secret = ? WHERE name = ? RETURNING *",
+        )
+        .bind(git.map(|g| &g.username))
+        .bind(git.map(|g| &g.secret))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "project",
+            id: name.to_owned(),
+        })?;
+        let entry = AuditEntry::new("project.update", format!("project/{name}")).details(
+            serde_json::json!({
+                "git_username": git.map(|g| &g.username),
+                "git_secret": git.map(|g| &g.secret),
+            }),
+        );
+        let record = self.audit_in(&mut tx, actor, entry).await?;
+        tx.commit().await?;
+        self.audit_committed(&record)?;
+        Ok(project_row(&row))
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>> {

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use ferry_api::{ApprovalCreate, Client, ClientError, ProjectCreate, RunCreate, TokenCreate};
+use ferry_api::{
+    ApprovalCreate, Client, ClientError, ProjectCreate, ProjectUpdate, RunCreate, TokenCreate,
+};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -401,19 +403,56 @@ async fn audit_verify(g: &Global) -> Result<ExitCode> {
 async fn client_command(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
     let json = g.output == Output::Json;
     match command {
-        Command::Project(ProjectCmd::Add { name, repo }) => {
+        Command::Project(ProjectCmd::Add {
+            name,
+            repo,
+            git_username,
+            git_secret,
+        }) => {
             // A local path is resolved here, where the user typed it.
             let repo = match std::fs::canonicalize(&repo) {
                 Ok(path) => path.display().to_string(),
                 Err(_) => repo,
             };
             let project = client
-                .projects_create(&ProjectCreate { name, repo })
+                .projects_create(&ProjectCreate {
+                    name,
+                    repo,
+                    git_username,
+                    git_secret,
+                })
                 .await?;
             if json {
                 print_json(&project)?;
             } else {
                 out!("project {} registered ({})", project.name, project.repo);
+            }
+        }
+        Command::Project(ProjectCmd::SetCredentials {
+            name,
+            git_username,
+            git_secret,
+            clear: _,
+        }) => {
+            let project = client
+                .projects_update(
+                    &name,
+                    &ProjectUpdate {
+                        git_username,
+                        git_secret,
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&project)?;
+            } else {
+                match (&project.git_username, &project.git_secret) {
+                    (Some(user), Some(secret)) => out!(
+                        "project {} is fetched as {user} with secret {secret}",
+                        project.name
+                    ),
+                    _ => out!("project {} has no git credentials", project.name),
+                }
             }
         }
         Command::Project(ProjectCmd::List) => {

@@ -288,8 +288,28 @@ pub enum ProjectCmd {
     Add {
         name: String,
         repo: String,
+        /// Username for fetching a private repository (with --git-secret).
+        #[arg(long, requires = "git_secret")]
+        git_username: Option<String>,
+        /// NAME of the secret holding the password or token (set it first, globally, with
+        /// `ferry secret set NAME`).
+        #[arg(long, requires = "git_username")]
+        git_secret: Option<String>,
     },
     List,
+    /// Set (or, with --clear, remove) the git credentials a project is fetched with.
+    SetCredentials {
+        name: String,
+        /// Username for fetching the repository (with --git-secret).
+        #[arg(long, required_unless_present = "clear", requires = "git_secret")]
+        git_username: Option<String>,
+        /// NAME of the secret (project scope first, then global) holding the password or token.
+        #[arg(long, required_unless_present = "clear", requires = "git_username")]
+        git_secret: Option<String>,
+        /// Remove the credentials: the repository is fetched without any.
+        #[arg(long, conflicts_with_all = ["git_username", "git_secret"])]
+        clear: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

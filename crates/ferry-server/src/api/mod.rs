@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Ferry API", description = "Continuous delivery for Terraform and OpenTofu."),
     paths(
         system::healthz, system::readyz, system::metrics, system::openapi, system::whoami, system::queue,
-        projects::projects_create, projects::projects_list, projects::projects_get, projects::pipelines_list,
+        projects::projects_create, projects::projects_list, projects::projects_get, projects::projects_update, projects::pipelines_list,
         runs::runs_create, runs::runs_list, runs::runs_get, runs::runs_cancel, runs::approvals_create,
         delivery::runs_retry, delivery::promote, delivery::rollback, delivery::deployments,
         delivery::approvals_pending, delivery::approval_view,
@@ -39,7 +39,7 @@ use utoipa::{Modify, OpenApi};
         secrets::params_list, secrets::params_get, secrets::params_set, secrets::params_delete,
     ),
     components(schemas(
-        ferry_api::ErrorBody, ferry_api::Health, ferry_api::Whoami, ferry_api::ProjectCreate, ferry_api::Project,
+        ferry_api::ErrorBody, ferry_api::Health, ferry_api::Whoami, ferry_api::ProjectCreate, ferry_api::ProjectUpdate, ferry_api::Project,
         ferry_api::Pipeline, ferry_api::PipelineList, ferry_api::RunCreate, ferry_api::Run, ferry_api::RunPage,
         ferry_api::RunDetail, ferry_api::Stage, ferry_api::Action, ferry_api::PlanSummary, ferry_api::ResourceChange,
         ferry_api::Approval, ferry_api::ApprovalCreate, ferry_api::LogLine, ferry_api::LogPage,

@@ -35,6 +35,68 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The git credentials named by a request: both a username and a secret name, or neither.
+fn git_credentials(
+    username: Option<&str>,
+    secret: Option<&str>,
+) -> Result<Option<ferry_store::GitCredentials>, ApiError> {
+    let invalid = |message: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_credentials",
+            message,
+        )
+    };
+    match (username, secret) {
+        (None, None) => Ok(None),
+        (Some(username), Some(secret)) => {
+            if username.is_empty()
+                || username.len() > 255
+                || username.contains(':')
+                || username.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    "the git username must be 1 to 255 characters, without `:` or control characters"
+                        .to_owned(),
+                ));
+            }
+            ferry_store::SecretName::parse(secret)
+                .map_err(|e| invalid(format!("git secret: {e}")))?;
+            Ok(Some(ferry_store::GitCredentials {
+                username: username.to_owned(),
+                secret: secret.to_owned(),
+            }))
+        }
+        _ => Err(invalid(
+            "git credentials need both a username and a secret name (or neither)".to_owned(),
+        )),
+    }
+}
+
+/// Checks that `repo` is reachable, with the credentials when there are any (their secret
+/// resolved for project `name`, or only globally while it is being registered).
+async fn check_reachable(
+    state: &AppState,
+    name: &str,
+    project_id: Option<i64>,
+    repo: &str,
+    git: Option<&ferry_store::GitCredentials>,
+) -> Result<(), ApiError> {
+    let auth = match git {
+        Some(git) => Some(state.engine.resolve_git_auth(name, project_id, git).await?),
+        None => None,
+    };
+    ferry_engine::git::check_remote_with(repo, auth.as_ref())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "repo_unreachable",
+                format!("repository `{repo}` is not reachable: {e}"),
+            )
+        })
+}
+
 /// Registers a project. The repository must be reachable now.
 #[utoipa::path(post, path = "/api/v1/projects", request_body = api::ProjectCreate,
     responses((status = 201, body = api::Project), (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
@@ -49,22 +111,15 @@ pub(crate) async fn projects_create(
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "credentials_in_url",
-                "the repository address contains a password or token; use a git credential helper instead",
+                "the repository address contains a password or token; name a secret with `git_username` and `git_secret` instead",
             ));
         }
-        ferry_engine::git::check_remote(&body.repo)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "repo_unreachable",
-                    format!("repository `{}` is not reachable: {e}", body.repo),
-                )
-            })?;
+        let git = git_credentials(body.git_username.as_deref(), body.git_secret.as_deref())?;
+        check_reachable(&state, &body.name, None, &body.repo, git.as_ref()).await?;
         Ok(state
             .engine
             .store()
-            .create_project(&identity.actor(), &body.name, &body.repo)
+            .create_project_with(&identity.actor(), &body.name, &body.repo, git.as_ref())
             .await?)
     }
     .await;
@@ -104,6 +159,48 @@ pub(crate) async fn projects_get(
     Ok(axum::Json(convert::project(
         state.engine.store().project(&project).await?,
     )))
+}
+
+/// Sets (both fields) or clears (neither) the git credentials a project is fetched with.
+/// New credentials must reach the repository now.
+#[utoipa::path(patch, path = "/api/v1/projects/{project}", params(("project" = String, Path)),
+    request_body = api::ProjectUpdate,
+    responses((status = 200, body = api::Project), (status = 404, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
+pub(crate) async fn projects_update(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(project): Path<String>,
+    Json(body): Json<api::ProjectUpdate>,
+) -> ApiResult<axum::Json<api::Project>> {
+    let result = async {
+        let git = git_credentials(body.git_username.as_deref(), body.git_secret.as_deref())?;
+        let current = state.engine.store().project(&project).await?;
+        if git.is_some() {
+            check_reachable(
+                &state,
+                &current.name,
+                Some(current.id),
+                &current.repo,
+                git.as_ref(),
+            )
+            .await?;
+        }
+        Ok(state
+            .engine
+            .store()
+            .set_project_git(&identity.actor(), &project, git.as_ref())
+            .await?)
+    }
+    .await;
+    let updated = audit_failure(
+        &state,
+        &identity,
+        "project.update",
+        &format!("project/{project}"),
+        result,
+    )
+    .await?;
+    Ok(axum::Json(convert::project(updated)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

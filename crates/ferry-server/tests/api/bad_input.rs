@@ -142,6 +142,7 @@ async fn malformed_requests_get_json_4xx_errors() {
             .projects_create(&ProjectCreate {
                 name: "one".into(),
                 repo: repo_path.clone(),
+                ..Default::default()
             })
             .await,
     );

@@ -187,6 +187,7 @@ impl TestServer {
             .projects_create(&ProjectCreate {
                 name: name.to_owned(),
                 repo: repo.path().to_string_lossy().into_owned(),
+                ..Default::default()
             })
             .await
             .expect("register project");

@@ -73,6 +73,7 @@ const EXPECTED: &[(&str, &str, Need)] = &[
     ("get", "/api/v1/projects", Need::Anyone),
     ("post", "/api/v1/projects", Need::GlobalAdmin),
     ("get", "/api/v1/projects/{project}", Need::Read),
+    ("patch", "/api/v1/projects/{project}", Need::ProjectAdmin),
     ("get", "/api/v1/projects/{project}/pipelines", Need::Read),
     ("post", "/api/v1/projects/{project}/runs", Need::Operate),
     ("get", "/api/v1/runs", Need::Anyone),

@@ -11,6 +11,7 @@ mod common;
 
 mod bad_input;
 mod cancel;
+mod git_credentials;
 mod identity;
 mod lifecycle;
 mod logs;

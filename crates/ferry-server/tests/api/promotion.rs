@@ -488,6 +488,7 @@ async fn rollback_returns_an_environment_to_an_earlier_commit_through_the_gate()
         .projects_create(&ferry_api::ProjectCreate {
             name: "net".into(),
             repo: repo.path().to_string_lossy().into_owned(),
+            ..Default::default()
         })
         .await
         .unwrap();

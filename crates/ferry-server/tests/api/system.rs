@@ -206,6 +206,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/projects"),
     ("post", "/api/v1/projects"),
     ("get", "/api/v1/projects/{project}"),
+    ("patch", "/api/v1/projects/{project}"),
     ("get", "/api/v1/projects/{project}/pipelines"),
     ("post", "/api/v1/projects/{project}/runs"),
     ("get", "/api/v1/runs"),
