@@ -873,3 +873,51 @@ async fn the_event_stream_delivers_events_live_and_resumes_after_the_last_id() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_that_times_out_fails_the_run_on_the_record() {
+    let mut server = TestServer::start().await;
+    let yaml = "version: 1\nname: net\nterraform: { dir: . }\nenvironments:\n  - name: prod\n    approval: { timeout: 2s }\n";
+    server
+        .project(
+            "net",
+            &[("ferry.yaml", yaml), ("main.tf", &terraform_data_config(1))],
+        )
+        .await;
+    let run = server
+        .admin
+        .runs_create("net", &RunCreate::default())
+        .await
+        .unwrap();
+    waiting_in(&server, run.id, "prod").await;
+    let failed = server.wait_status(run.id, "Failed", RUN_TIMEOUT).await;
+    let reason = failed.run.reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("MANUAL_APPROVAL_FAILED"), "{reason}");
+    let plan = failed.plans[0].sha256.clone();
+    // Too late: the run is over.
+    let bob = server.user("bob").await;
+    let (status, _) = api_error(bob.approvals_create(run.id, &approve("prod")).await);
+    assert_eq!(status, 409);
+    let events = server
+        .admin
+        .events(
+            0,
+            &[
+                ("run", run.id.to_string()),
+                ("type", "MANUAL_APPROVAL_FAILED".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.events.len(), 1);
+    assert_eq!(events.events[0].details["plan_sha256"], json!(plan));
+    let audit = server
+        .admin
+        .audit(0, &[("action", "run.approval_timeout".into())])
+        .await
+        .unwrap();
+    assert_eq!(audit.entries.len(), 1, "{:#?}", audit.entries);
+    assert_eq!(audit.entries[0].actor, "system");
+    assert_eq!(audit.entries[0].details["plan_sha256"], json!(plan));
+    server.stop().await;
+}
