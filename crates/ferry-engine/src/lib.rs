@@ -153,6 +153,7 @@ struct Inner {
     repo_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     observer: Mutex<Option<ActionObserver>>,
     versions: terraform::VersionCache,
+    policy_files: policy::PolicyFileCache,
     master_key: Arc<ferry_secrets::MasterKey>,
 }
 
@@ -180,6 +181,7 @@ impl Engine {
                 repo_locks: Mutex::new(HashMap::new()),
                 observer: Mutex::new(None),
                 versions: terraform::VersionCache::default(),
+                policy_files: policy::PolicyFileCache::default(),
                 master_key,
             }),
         }

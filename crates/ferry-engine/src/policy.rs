@@ -8,7 +8,9 @@
 //! the repository's default branch), so a change cannot weaken the gate that judges it; a
 //! change that touches the policy directory is reported as `FERRY-POLICY-001`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ferry_core::{Actor, RunId};
@@ -87,22 +89,63 @@ async fn deploy_branch(spec: &PipelineSpec, mirror: &git::Mirror) -> Result<Stri
 pub(crate) struct Policies {
     pub branch: String,
     pub commit: String,
-    pub files: Vec<(String, String)>,
+    pub files: PolicyFiles,
+}
+
+/// `(path, text)` of each policy file, shared between the cache and the checks.
+type PolicyFiles = Arc<Vec<(String, String)>>;
+/// (mirror, deploy-branch commit, policy directory).
+type PolicyKey = (PathBuf, String, String);
+
+/// The policy files of one (mirror, commit, directory): a commit's files never change, so
+/// every policy check of runs deploying past the same deploy-branch commit reads git once.
+#[derive(Default)]
+pub(crate) struct PolicyFileCache {
+    // Invariant: at most CACHED entries (cleared when full; a miss only costs git reads).
+    entries: std::sync::Mutex<HashMap<PolicyKey, PolicyFiles>>,
+}
+
+const CACHED: usize = 256;
+
+impl PolicyFileCache {
+    fn get(&self, key: &PolicyKey) -> Option<PolicyFiles> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).cloned()
+    }
+
+    fn put(&self, key: PolicyKey, files: PolicyFiles) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHED {
+            entries.clear();
+        }
+        entries.insert(key, files);
+    }
 }
 
 pub(crate) async fn deploy_branch_policies(
+    engine: &Engine,
     spec: &PipelineSpec,
     mirror: &git::Mirror,
 ) -> Result<Policies> {
     let branch = deploy_branch(spec, mirror).await?;
     let commit = mirror.resolve(&branch).await?;
-    let mut files = Vec::new();
-    for path in mirror.ls_tree(&commit, &spec.policy.dir).await? {
-        if path.ends_with(".rego") {
-            let text = mirror.read_file(&commit, &path).await?;
-            files.push((path, text));
+    let key = (mirror.path.clone(), commit.clone(), spec.policy.dir.clone());
+    let cache = &engine.inner.policy_files;
+    let files = match cache.get(&key) {
+        Some(files) => files,
+        None => {
+            let mut files = Vec::new();
+            for path in mirror.ls_tree(&commit, &spec.policy.dir).await? {
+                if path.ends_with(".rego") {
+                    let text = mirror.read_file(&commit, &path).await?;
+                    files.push((path, text));
+                }
+            }
+            let files = Arc::new(files);
+            cache.put(key, files.clone());
+            files
         }
-    }
+    };
     Ok(Policies {
         branch,
         commit,
@@ -175,10 +218,15 @@ pub(crate) async fn check(
     let project = store.project(&run.project).await?;
     let gathered = async {
         let mirror = engine.mirror_with(&project, &run.commit_sha).await?;
-        let policies = deploy_branch_policies(spec, &mirror).await?;
-        let changed = mirror
-            .changed_paths(&policies.commit, &run.commit_sha)
-            .await?;
+        let policies = deploy_branch_policies(engine, spec, &mirror).await?;
+        // Deploying the deploy branch's own head changes nothing relative to it.
+        let changed = if policies.commit == run.commit_sha {
+            Vec::new()
+        } else {
+            mirror
+                .changed_paths(&policies.commit, &run.commit_sha)
+                .await?
+        };
         Ok::<_, Error>((policies, changed))
     }
     .await;
@@ -229,7 +277,7 @@ pub(crate) async fn check(
         let set = if files.is_empty() {
             None
         } else {
-            Some(PolicySet::from_sources(&files)?)
+            Some(PolicySet::from_sources(files.as_slice())?)
         };
         let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
         ferry_policy::check(&ferry_policy::StageInput {
@@ -347,12 +395,12 @@ impl Engine {
         }
         let project = store.project(&run.project).await?;
         let mirror = self.mirror_with(&project, &run.commit_sha).await?;
-        let policies = deploy_branch_policies(&spec, &mirror).await?;
+        let policies = deploy_branch_policies(self, &spec, &mirror).await?;
         let custom: BTreeSet<String> = if policies.files.is_empty() {
             BTreeSet::new()
         } else {
             let files = policies.files;
-            tokio::task::spawn_blocking(move || PolicySet::from_sources(&files))
+            tokio::task::spawn_blocking(move || PolicySet::from_sources(files.as_slice()))
                 .await
                 .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
                 .map_err(|e| {
