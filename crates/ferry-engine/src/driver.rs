@@ -236,13 +236,7 @@ async fn drive_loop(
 /// the apply succeeded or had nothing to do. This is the history promotion checks and
 /// rollback returns to.
 async fn record_deployments(engine: &Engine, ctx: &mut Ctx, detail: &RunDetail) -> Result<()> {
-    let mut environments: Vec<&str> = Vec::new();
-    for stage in &detail.stages {
-        if environments.last() != Some(&stage.environment.as_str()) {
-            environments.push(&stage.environment);
-        }
-    }
-    for environment in environments {
+    for environment in detail.environments() {
         if ctx.deployed.contains(environment) {
             continue;
         }
@@ -927,9 +921,8 @@ async fn approved_plan(
         )));
     }
     let now = current_state(engine, run, environment).await?;
-    if now != plan.state
-        && now.as_ref().map(|b| (&b.lineage, b.serial))
-            != plan.state.as_ref().map(|b| (&b.lineage, b.serial))
+    if now.as_ref().map(|b| (&b.lineage, b.serial))
+        != plan.state.as_ref().map(|b| (&b.lineage, b.serial))
     {
         return Ok(Err(format!(
             "STALE_PLAN: the plan was made against state {} but the state is now {}; refusing to apply (ferry retry {} re-plans)",

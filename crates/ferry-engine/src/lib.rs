@@ -315,9 +315,7 @@ impl Engine {
     ) -> Result<(String, Vec<PipelineInfo>)> {
         let (_, mirror, _, commit) = self.resolve(project, git_ref).await?;
         let mut out = Vec::new();
-        for path in mirror.pipeline_files(&commit).await? {
-            let text = mirror.read_file(&commit, &path).await?;
-            let lowered = ferry_spec::lower(&path, &text);
+        for (path, _, lowered) in lowered_pipelines(&mirror, &commit).await? {
             let errors: Vec<String> = lowered.errors().map(ToString::to_string).collect();
             let (name, environments) = match &lowered.spec {
                 Some(spec) => (
@@ -592,4 +590,18 @@ impl Engine {
             engine.notify_changed();
         });
     }
+}
+
+/// Every `ferry.yaml` of a commit: its path, its text and what it lowers to.
+pub(crate) async fn lowered_pipelines(
+    mirror: &git::Mirror,
+    commit: &str,
+) -> Result<Vec<(String, String, ferry_spec::Lowered)>> {
+    let mut out = Vec::new();
+    for path in mirror.pipeline_files(commit).await? {
+        let text = mirror.read_file(commit, &path).await?;
+        let lowered = ferry_spec::lower(&path, &text);
+        out.push((path, text, lowered));
+    }
+    Ok(out)
 }

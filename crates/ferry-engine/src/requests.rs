@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferry_core::{Actor, ApprovalRule, RunId, RunStatus, StageKind, StageStatus};
 use ferry_spec::PipelineSpec;
 use ferry_store::{
-    ApprovalMode, Decision, Deployment, NewRun, Plan, Project, Run, RunDetail, RunKind, RunOptions,
+    ApprovalMode, Decision, Deployment, NewRun, Plan, Project, Run, RunKind, RunOptions,
 };
 
 use crate::{git, stages, terraform, Engine, Error, PlanSummary, Result};
@@ -238,9 +238,11 @@ impl Engine {
             .filter(|d| d.run_id == run_id)
             .map(|d| d.environment)
             .collect::<Vec<_>>();
-        let remaining: Vec<String> = run_environments(&detail)
+        let remaining: Vec<String> = detail
+            .environments()
             .into_iter()
-            .filter(|e| !completed.contains(e))
+            .filter(|e| !completed.iter().any(|c| c == e))
+            .map(str::to_owned)
             .collect();
         if remaining.is_empty() {
             return Err(ferry_store::Error::Conflict(format!(
@@ -574,19 +576,19 @@ impl Engine {
         commit: &str,
         pipeline: Option<&str>,
     ) -> Result<(String, String, PipelineSpec)> {
-        let files = mirror.pipeline_files(commit).await?;
-        if files.is_empty() {
+        let mut candidates: Vec<_> = crate::lowered_pipelines(mirror, commit)
+            .await?
+            .into_iter()
+            .map(|(path, text, lowered)| {
+                let name = lowered.spec.as_ref().map(|s| s.name.clone());
+                (path, text, lowered, name)
+            })
+            .collect();
+        if candidates.is_empty() {
             return Err(Error::NoPipeline {
                 project: project.name.clone(),
                 commit: commit.to_owned(),
             });
-        }
-        let mut candidates = Vec::new();
-        for path in files {
-            let text = mirror.read_file(commit, &path).await?;
-            let lowered = ferry_spec::lower(&path, &text);
-            let name = lowered.spec.as_ref().map(|s| s.name.clone());
-            candidates.push((path, text, lowered, name));
         }
         let available: Vec<String> = candidates
             .iter()
@@ -683,17 +685,6 @@ fn lower(path: &str, text: &str) -> Result<PipelineSpec> {
         path: path.to_owned(),
         diagnostics,
     })
-}
-
-/// The environments of a run, in order.
-fn run_environments(detail: &RunDetail) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for stage in &detail.stages {
-        if out.last() != Some(&stage.environment) {
-            out.push(stage.environment.clone());
-        }
-    }
-    out
 }
 
 fn short(commit: &str) -> &str {

@@ -249,6 +249,19 @@ pub struct RunDetail {
     pub approvals: Vec<Approval>,
 }
 
+impl RunDetail {
+    /// The run's environments, in the order it goes through them.
+    pub fn environments(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for stage in &self.stages {
+            if out.last() != Some(&stage.environment.as_str()) {
+                out.push(&stage.environment);
+            }
+        }
+        out
+    }
+}
+
 /// What to create for a new run: its stages and their actions, all `Pending`.
 #[derive(Debug, Clone)]
 pub struct NewRun {

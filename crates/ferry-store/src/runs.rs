@@ -132,6 +132,20 @@ pub(crate) async fn load_run(conn: &mut SqliteConnection, id: RunId) -> Result<R
     run_row(&row)
 }
 
+/// The plan recorded for `run` in `environment`, if any.
+async fn plan_in(
+    conn: &mut SqliteConnection,
+    run: RunId,
+    environment: &str,
+) -> Result<Option<Plan>> {
+    let row = sqlx::query("SELECT * FROM plans WHERE run_id = ? AND environment = ?")
+        .bind(run.0)
+        .bind(environment)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.as_ref().map(plan_row))
+}
+
 /// Moves a run to its next status and, when that status is terminal, closes every stage and
 /// action still open (pending ones are skipped, running ones take `child_event`), releases
 /// its environment holds and stops it queueing.
@@ -691,12 +705,8 @@ impl Store {
     }
 
     pub async fn plan(&self, run: RunId, environment: &str) -> Result<Option<Plan>> {
-        let row = sqlx::query("SELECT * FROM plans WHERE run_id = ? AND environment = ?")
-            .bind(run.0)
-            .bind(environment)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(plan_row))
+        let mut conn = self.pool.acquire().await?;
+        plan_in(&mut conn, run, environment).await
     }
 
     /// Puts the run in `WaitingForApproval` with its approval stage waiting, atomically; the
@@ -705,12 +715,7 @@ impl Store {
         let mut tx = self.write().await?;
         let current = load_run(&mut tx, run).await?;
         let stage = load_stage(&mut tx, stage).await?;
-        let plan = sqlx::query("SELECT * FROM plans WHERE run_id = ? AND environment = ?")
-            .bind(run.0)
-            .bind(&stage.environment)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| plan_row(&r));
+        let plan = plan_in(&mut tx, run, &stage.environment).await?;
         transition_run_in(
             &mut tx,
             &current,
@@ -745,13 +750,9 @@ impl Store {
         let mut tx = self.write().await?;
         let stage = load_stage(&mut tx, stage).await?;
         let run = load_run(&mut tx, stage.run_id).await?;
-        let plan_sha256: Option<String> =
-            sqlx::query("SELECT sha256 FROM plans WHERE run_id = ? AND environment = ?")
-                .bind(run.id.0)
-                .bind(&stage.environment)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.get(0));
+        let plan_sha256 = plan_in(&mut tx, run.id, &stage.environment)
+            .await?
+            .map(|p| p.sha256);
         let details =
             serde_json::json!({ "environment": stage.environment, "plan_sha256": plan_sha256 });
         transition_stage_in(
@@ -864,12 +865,8 @@ impl Store {
                 actor.name
             )));
         }
-        let plan = sqlx::query("SELECT * FROM plans WHERE run_id = ? AND environment = ?")
-            .bind(run_id.0)
-            .bind(environment)
-            .fetch_optional(&mut *tx)
+        let plan = plan_in(&mut tx, run_id, environment)
             .await?
-            .map(|r| plan_row(&r))
             .ok_or_else(|| {
                 Error::Conflict(format!(
                     "run {run_id} has no plan in `{environment}` to approve"
@@ -1067,13 +1064,9 @@ impl Store {
                 Actor::SYSTEM,
             )
             .await?;
-            let plan_sha256: Option<String> =
-                sqlx::query("SELECT sha256 FROM plans WHERE run_id = ? AND environment = ?")
-                    .bind(old.id.0)
-                    .bind(environment)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| r.get(0));
+            let plan_sha256 = plan_in(&mut tx, old.id, environment)
+                .await?
+                .map(|p| p.sha256);
             let entry = run_audit(
                 "run.supersede",
                 &old,
