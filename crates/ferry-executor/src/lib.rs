@@ -3,6 +3,7 @@
 //!
 //! - [`process`]: spawning, supervising and killing an action's process group.
 //! - [`log`]: the per-run log file (JSON lines) and its reader for followers.
+//! - [`sandbox`]: what an action's process tree may reach (Landlock, no capabilities).
 //! - [`filter`]: the hook through which output passes before it is stored
 //!   (secret masking).
 //!
@@ -14,6 +15,7 @@ pub mod filter;
 mod lines;
 pub mod log;
 pub mod process;
+pub mod sandbox;
 
 pub use filter::{Identity, OutputFilter};
 pub use lines::MAX_LINE;
@@ -22,3 +24,4 @@ pub use process::{
     kill_leaderless_group, kill_recorded_group, process_start_time, spawn, ActionSpec, Command,
     Outcome, Running, DEFAULT_KILL_GRACE,
 };
+pub use sandbox::{Sandbox, Support as SandboxSupport};

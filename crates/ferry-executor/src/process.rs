@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::filter::{Identity, OutputFilter};
 use crate::lines::LineSplitter;
 use crate::log::{ActionLog, Stream};
+use crate::sandbox::Sandbox;
 
 /// How long a process group gets between SIGTERM and SIGKILL by default.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
@@ -62,6 +63,9 @@ pub struct ActionSpec {
     pub timeout: Duration,
     /// After SIGTERM, how long to wait before SIGKILL of the whole group.
     pub kill_grace: Duration,
+    /// Where the action's process tree may reach; `None` runs it unsandboxed, which the
+    /// engine does only when the operator opted out (`--insecure-no-sandbox`).
+    pub sandbox: Option<Sandbox>,
 }
 
 impl ActionSpec {
@@ -78,7 +82,14 @@ impl ActionSpec {
             env,
             timeout,
             kill_grace: DEFAULT_KILL_GRACE,
+            sandbox: None,
         }
+    }
+
+    /// The same spec, run inside `sandbox`.
+    pub fn sandboxed(mut self, sandbox: Sandbox) -> ActionSpec {
+        self.sandbox = Some(sandbox);
+        self
     }
 }
 
@@ -91,6 +102,7 @@ impl std::fmt::Debug for ActionSpec {
             .field("env", &env_names)
             .field("timeout", &self.timeout)
             .field("kill_grace", &self.kill_grace)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -155,8 +167,29 @@ pub struct Running {
 }
 
 /// Starts an action: its own process group, cleared environment, stdin from
-/// `/dev/null`, stdout and stderr piped.
+/// `/dev/null`, stdout and stderr piped, inside its sandbox when it has one.
 pub fn spawn(spec: &ActionSpec) -> io::Result<Running> {
+    match &spec.sandbox {
+        None => spawn_here(spec),
+        Some(sandbox) => {
+            // The restrictions are the thread's for good, so a thread of its own takes them
+            // and spawns the child, which inherits them; then the thread ends.
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let _runtime = runtime.enter();
+                        sandbox.restrict_current_thread()?;
+                        spawn_here(spec)
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("the sandboxed spawn panicked")))
+            })
+        }
+    }
+}
+
+fn spawn_here(spec: &ActionSpec) -> io::Result<Running> {
     let (program, args): (PathBuf, &[String]) = match &spec.command {
         Command::Shell(script) => ("/bin/sh".into(), std::slice::from_ref(script)),
         Command::Argv(argv) => {
