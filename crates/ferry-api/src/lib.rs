@@ -31,6 +31,10 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,
+    /// `/readyz` only: how actions are confined — `landlock (ABI 7, fully enforced)`, or
+    /// `disabled: …` when the operator started the server with `--insecure-no-sandbox`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -32,16 +32,10 @@ struct Ctx {
     spec: PipelineSpec,
     secrets: crate::secrets::RunSecrets,
     log: RunLog,
-    workdir: PathBuf,
+    workdir: crate::workspace::RunDir,
     binary: Option<PathBuf>,
     /// Environments already recorded as completed by this run.
     deployed: std::collections::BTreeSet<String>,
-}
-
-impl Ctx {
-    fn src(&self) -> PathBuf {
-        self.workdir.join("src")
-    }
 }
 
 pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) -> Result<()> {
@@ -83,7 +77,7 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
     };
     let log = RunLog::open(&engine.log_path(run_id)).await?;
     *handle.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(log.subscribe());
-    let workdir = engine.work_dir(run_id);
+    let workdir = crate::workspace::RunDir::new(engine.work_dir(run_id));
     let mut ctx = Ctx {
         spec,
         secrets,
@@ -103,7 +97,7 @@ pub(crate) async fn drive(engine: &Engine, run_id: RunId, handle: &RunHandle) ->
         .map(|r| r.status.is_terminal())
         .unwrap_or(false);
     if finished {
-        let _ = tokio::fs::remove_dir_all(&ctx.workdir).await;
+        let _ = tokio::fs::remove_dir_all(ctx.workdir.root()).await;
         // Each action retires its own credential; this is the safety net for a driver that
         // stopped between minting and retiring one.
         store.revoke_run_tokens(run_id.0).await?;
@@ -758,7 +752,7 @@ async fn run_action_with(
         }
     };
     let env_name = stage.environment.clone();
-    let tf_data = ctx.workdir.join("tf").join(&env_name);
+    let tf_data = ctx.workdir.tf_data(&env_name);
     let tf_dir = prepare_workspace(engine, ctx, run, action).await?;
     let mut env = action_env(engine, ctx, run, stage, &tf_data);
     let _secret_files = ctx
@@ -768,11 +762,12 @@ async fn run_action_with(
             run.id.0,
             &stage.environment,
             stage.kind.as_str(),
-            &ctx.workdir,
+            ctx.workdir.root(),
             &mut env,
         )
         .await?;
     env.extend(credential.env.iter().cloned());
+    let sandbox = engine.action_sandbox(&ctx.workdir, Some(&binary), &env)?;
     let bin = binary.to_string_lossy().into_owned();
     let tf = |args: &[&str]| {
         let mut argv = vec![bin.clone()];
@@ -789,6 +784,7 @@ async fn run_action_with(
             tf(&["init", "-input=false", "-no-color"]),
             &tf_dir,
             &env,
+            sandbox.as_ref(),
             deadline,
         )
         .await?;
@@ -806,6 +802,7 @@ async fn run_action_with(
                 tf(&["init", "-input=false", "-no-color"]),
                 &tf_dir,
                 &env,
+                sandbox.as_ref(),
                 deadline,
             )
             .await
@@ -819,6 +816,7 @@ async fn run_action_with(
                 tf(&["validate", "-no-color"]),
                 &tf_dir,
                 &env,
+                sandbox.as_ref(),
                 deadline,
             )
             .await
@@ -833,19 +831,23 @@ async fn run_action_with(
                 Command::Shell(command),
                 &tf_dir,
                 &env,
+                sandbox.as_ref(),
                 deadline,
             )
             .await
         }
         stages::PLAN => {
-            plan(
-                engine, handle, ctx, run, action, &env_name, &bin, &tf_dir, &env, deadline,
-            )
-            .await
+            let how = How {
+                cwd: &tf_dir,
+                env: &env,
+                sandbox: sandbox.as_ref(),
+                deadline,
+            };
+            plan(engine, handle, ctx, run, action, &env_name, &bin, &how).await
         }
         stages::APPLY => {
-            let plan = match approved_plan(engine, run, &env_name).await? {
-                Ok(plan) => plan,
+            let (plan, bytes) = match approved_plan(engine, run, &env_name).await? {
+                Ok(approved) => approved,
                 Err(refusal) => return Err(Error::StalePlan(refusal)),
             };
             sys(
@@ -854,14 +856,19 @@ async fn run_action_with(
                 &format!("applying the plan with sha256 {}", plan.sha256),
             )
             .await;
+            // The action reads the approved bytes from a directory it cannot write.
+            let copy = ctx.workdir.plan().join(format!("{env_name}.tfplan"));
+            crate::workspace::write_new(&copy, &bytes)?;
+            let copy = copy.to_string_lossy().into_owned();
             exec(
                 engine,
                 handle,
                 ctx,
                 action,
-                tf(&["apply", "-input=false", "-no-color", &plan.plan_path]),
+                tf(&["apply", "-input=false", "-no-color", &copy]),
                 &tf_dir,
                 &env,
+                sandbox.as_ref(),
                 deadline,
             )
             .await
@@ -881,7 +888,7 @@ async fn approved_plan(
     engine: &Engine,
     run: &Run,
     environment: &str,
-) -> Result<std::result::Result<Plan, String>> {
+) -> Result<std::result::Result<(Plan, Vec<u8>), String>> {
     let store = engine.store();
     let Some(plan) = store.plan(run.id, environment).await? else {
         return Ok(Err(format!(
@@ -906,14 +913,15 @@ async fn approved_plan(
             )));
         }
     }
-    let digest = match tokio::fs::read(&plan.plan_path).await {
-        Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
+    let bytes = match tokio::fs::read(&plan.plan_path).await {
+        Ok(bytes) => bytes,
         Err(e) => {
             return Ok(Err(format!(
                 "STALE_PLAN: the stored plan file cannot be read ({e}); refusing to apply"
             )))
         }
     };
+    let digest = hex::encode(Sha256::digest(&bytes));
     if digest != plan.sha256 {
         return Ok(Err(format!(
             "STALE_PLAN: the stored plan file's sha256 is {digest}, not the approved {}; it was altered after planning; refusing to apply",
@@ -931,7 +939,7 @@ async fn approved_plan(
             run.id
         )));
     }
-    Ok(Ok(plan))
+    Ok(Ok((plan, bytes)))
 }
 
 /// The current version of the environment's state, if it has one.
@@ -968,6 +976,14 @@ fn describe_state(state: &Option<ferry_store::StateBinding>) -> String {
     }
 }
 
+/// How one action's processes run: where, with what, confined how, until when.
+struct How<'a> {
+    cwd: &'a Path,
+    env: &'a [(String, String)],
+    sandbox: Option<&'a ferry_executor::Sandbox>,
+    deadline: Instant,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn plan(
     engine: &Engine,
@@ -977,10 +993,10 @@ async fn plan(
     action: &Action,
     env_name: &str,
     bin: &str,
-    tf_dir: &Path,
-    env: &[(String, String)],
-    deadline: Instant,
+    how: &How<'_>,
 ) -> Result<Outcome> {
+    // Terraform writes into the run's `out/`; Ferry then copies the results into the data
+    // dir, which no action can see, reading them without following links.
     let dir = engine
         .data_dir()
         .join("plans")
@@ -988,7 +1004,15 @@ async fn plan(
     tokio::fs::create_dir_all(&dir).await?;
     let plan_path = dir.join(format!("{env_name}.tfplan"));
     let json_path = dir.join(format!("{env_name}.json"));
-    let plan_arg = format!("-out={}", plan_path.display());
+    let out_plan = ctx.workdir.out().join(format!("{env_name}.tfplan"));
+    let out_json = ctx.workdir.out().join(format!("{env_name}.json"));
+    for stale in [&out_plan, &out_json] {
+        match tokio::fs::remove_file(stale).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    let plan_arg = format!("-out={}", out_plan.display());
     let mut argv = vec![
         bin.to_owned(),
         "plan".into(),
@@ -1001,6 +1025,7 @@ async fn plan(
         .environment(env_name)
         .and_then(|e| e.vars_file.clone())
     {
+        crate::workspace::inside(how.cwd, &vars, "vars_file")?;
         argv.push(format!("-var-file={vars}"));
     }
     if run.options.destroy {
@@ -1018,28 +1043,43 @@ async fn plan(
         ctx,
         action,
         Command::Argv(argv),
-        tf_dir,
-        env,
-        deadline,
+        how.cwd,
+        how.env,
+        how.sandbox,
+        how.deadline,
     )
     .await?;
     if !outcome.success() {
         return Ok(outcome);
     }
+    let plan_bytes = crate::workspace::read_regular(&out_plan)?;
+    crate::workspace::write_new(&plan_path, &plan_bytes)?;
     // `terraform show -json` goes to a file, not the log: it can be large and holds values.
     let show = Command::Argv(vec![
         "/bin/sh".into(),
         "-c".into(),
         r#"exec "$0" show -json -no-color "$1" > "$2""#.into(),
         bin.to_owned(),
-        plan_path.to_string_lossy().into_owned(),
-        json_path.to_string_lossy().into_owned(),
+        out_plan.to_string_lossy().into_owned(),
+        out_json.to_string_lossy().into_owned(),
     ]);
-    let outcome = exec(engine, handle, ctx, action, show, tf_dir, env, deadline).await?;
+    let outcome = exec(
+        engine,
+        handle,
+        ctx,
+        action,
+        show,
+        how.cwd,
+        how.env,
+        how.sandbox,
+        how.deadline,
+    )
+    .await?;
     if !outcome.success() {
         return Ok(outcome);
     }
-    let plan_bytes = tokio::fs::read(&plan_path).await?;
+    crate::workspace::write_new(&json_path, &crate::workspace::read_regular(&out_json)?)?;
+    let _ = tokio::fs::remove_file(&out_json).await;
     let sha256 = hex::encode(Sha256::digest(&plan_bytes));
     let json_bytes = crate::secrets::mask_file(ctx.secrets.masker(), &json_path).await?;
     let json: serde_json::Value = serde_json::from_slice(&json_bytes).map_err(|e| {
@@ -1092,14 +1132,16 @@ async fn plan(
 
 /// Makes sure the run's checkout exists and points Terraform at Ferry's state backend (the
 /// environment's address and credential come with each action's environment variables).
-/// Returns the Terraform directory.
+/// Returns the Terraform directory, checked again to resolve inside the checkout: an
+/// earlier action may have swapped a directory for a link.
 async fn prepare_workspace(
     engine: &Engine,
     ctx: &mut Ctx,
     run: &Run,
     action: &Action,
 ) -> Result<PathBuf> {
-    let src = ctx.src();
+    let src = ctx.workdir.src();
+    ctx.workdir.create()?;
     if !src.join(".git").exists() {
         sys(
             ctx,
@@ -1112,15 +1154,18 @@ async fn prepare_workspace(
         let mirror = engine.mirror_with(&project, &run.commit_sha).await?;
         mirror.checkout(&run.commit_sha, &src).await?;
     }
-    let tf_dir = src.join(&ctx.spec.terraform.dir);
+    let dir = ctx.spec.terraform.dir.clone();
+    let tf_dir = crate::workspace::inside(&src, &dir, "terraform.dir")?;
     if !tf_dir.is_dir() {
         return Err(Error::Io(std::io::Error::other(format!(
-            "terraform directory `{}` does not exist at commit {}",
-            ctx.spec.terraform.dir, run.commit_sha
+            "terraform directory `{dir}` does not exist at commit {}",
+            run.commit_sha
         ))));
     }
-    let override_path = tf_dir.join(terraform::OVERRIDE_FILE);
-    if !override_path.exists() {
+    // Ferry's own override, exactly: a commit's file (or link) of that name is replaced.
+    let ours = crate::workspace::read_regular(&tf_dir.join(terraform::OVERRIDE_FILE))
+        .is_ok_and(|bytes| bytes == terraform::BACKEND_OVERRIDE.as_bytes());
+    if !ours {
         if terraform::declares_backend(&tf_dir) {
             sys(
                 ctx,
@@ -1129,7 +1174,12 @@ async fn prepare_workspace(
             )
             .await;
         }
-        tokio::fs::write(&override_path, terraform::BACKEND_OVERRIDE).await?;
+        crate::workspace::write_beneath(
+            &src,
+            &dir,
+            terraform::OVERRIDE_FILE,
+            terraform::BACKEND_OVERRIDE.as_bytes(),
+        )?;
     }
     Ok(tf_dir)
 }
@@ -1161,6 +1211,8 @@ fn action_env(
         ("TF_INPUT", "0".to_owned()),
         ("CHECKPOINT_DISABLE", "1".to_owned()),
         ("TF_DATA_DIR", tf_data.to_string_lossy().into_owned()),
+        // A private temporary directory: the machine's /tmp is out of the sandbox's reach.
+        ("TMPDIR", ctx.workdir.tmp().to_string_lossy().into_owned()),
         ("FERRY_RUN_ID", run.id.to_string()),
         ("FERRY_RUN_NUMBER", run.number.to_string()),
         ("FERRY_PROJECT", run.project.clone()),
@@ -1185,6 +1237,7 @@ async fn exec(
     command: Command,
     cwd: &Path,
     env: &[(String, String)],
+    sandbox: Option<&ferry_executor::Sandbox>,
     deadline: Instant,
 ) -> Result<Outcome> {
     let shown = match &command {
@@ -1201,6 +1254,7 @@ async fn exec(
         env: env.to_vec(),
         timeout,
         kill_grace: engine.inner.config.kill_grace,
+        sandbox: sandbox.cloned(),
     };
     let (stdout_filter, stderr_filter) = crate::secrets::MaskFilter::pair(ctx.secrets.masker());
     let mut log: ActionLog<'_> = ctx.log.action(action.id.0);

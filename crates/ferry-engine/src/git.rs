@@ -148,6 +148,15 @@ pub fn check_ref(r: &str) -> Result<(), GitError> {
     Ok(())
 }
 
+/// One entry of a commit's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// `100644`, `100755`, `120000` (a symlink), `040000` (a tree), `160000` (a submodule).
+    pub mode: String,
+    pub object: String,
+    pub path: String,
+}
+
 impl Mirror {
     /// Clones `repo` (a URL or a local path) as a bare mirror at `path`, or fetches into
     /// the existing mirror.
@@ -289,6 +298,53 @@ impl Mirror {
             .filter(|p| !p.is_empty())
             .map(str::to_owned)
             .collect())
+    }
+
+    /// The tree entries (mode, object, path) at exactly `paths` in the commit, for those
+    /// that exist; git does not look through a symlink, so a path below one is absent.
+    pub async fn tree_entries(
+        &self,
+        commit: &str,
+        paths: &[String],
+    ) -> Result<Vec<TreeEntry>, GitError> {
+        check_ref(commit)?;
+        let mut args = vec![
+            "ls-tree",
+            "-z",
+            "--full-tree",
+            "--end-of-options",
+            commit,
+            "--",
+        ];
+        args.extend(paths.iter().map(String::as_str));
+        let out = git("ls-tree", &args, Some(&self.path)).await?;
+        Ok(String::from_utf8_lossy(&out)
+            .split('\0')
+            .filter_map(|line| {
+                let (meta, path) = line.split_once('\t')?;
+                let mut meta = meta.split(' ');
+                let mode = meta.next()?.to_owned();
+                let _kind = meta.next()?;
+                let object = meta.next()?.to_owned();
+                Some(TreeEntry {
+                    mode,
+                    object,
+                    path: path.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    /// The content of a blob (a symlink's target, for one), as text.
+    pub async fn read_blob(&self, object: &str) -> Result<String, GitError> {
+        check_ref(object)?;
+        let out = git(
+            "cat-file",
+            &["cat-file", "blob", "--end-of-options", object],
+            Some(&self.path),
+        )
+        .await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Paths `commit` changes since it left `base` (`git diff --name-only base...commit`:

@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod stages;
 pub mod state;
 pub mod terraform;
+mod workspace;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,9 +33,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use ferry_executor::sandbox::probe as probe_sandbox;
+pub use ferry_executor::SandboxSupport;
 pub use policy::WaiverRequest;
 pub use requests::{ApprovalView, CheckResult, RunRequest};
 pub use terraform::PlanSummary;
+pub use workspace::Escape;
 
 /// The variables of the server's own environment that actions receive (the binary reads
 /// them; the engine never reads the environment). Nothing else of the server's environment
@@ -63,6 +67,11 @@ pub const PASSTHROUGH_ENV: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
+    /// Where runs' working directories live (`WORK/run-N`): outside the data dir, which
+    /// actions never see.
+    pub work_dir: PathBuf,
+    /// How actions are confined.
+    pub sandbox: SandboxMode,
     /// After SIGTERM to an action's process group, how long before SIGKILL.
     pub kill_grace: Duration,
     /// The PATH used to find `terraform` and given to actions.
@@ -72,6 +81,28 @@ pub struct EngineConfig {
     pub passthrough_env: Vec<(String, String)>,
     /// Where actions reach the built-in state backend (`http://127.0.0.1:8080`).
     pub backend_url: String,
+}
+
+/// How actions are confined (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// Every action runs in the Landlock sandbox; on a kernel without it, actions are
+    /// refused. Beneath `hidden` (the data dir, the work dir and the key files are added by
+    /// the engine) nothing is visible to an action.
+    Enforce { hidden: Vec<PathBuf> },
+    /// `--insecure-no-sandbox`: the operator accepted that code from a commit can read
+    /// everything the server can.
+    Disabled,
+}
+
+/// What `/readyz` and `ferry config check` say about the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxStatus {
+    /// `landlock`, `disabled` or `unavailable`.
+    pub mode: &'static str,
+    pub detail: String,
+    /// Whether actions can run.
+    pub actions_allowed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +142,12 @@ pub enum Error {
     RunFinished { run: RunId, status: RunStatus },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A path the pipeline takes from its commit leaves the checkout.
+    #[error(transparent)]
+    Escape(#[from] workspace::Escape),
+    /// This host cannot sandbox actions and the operator did not opt out.
+    #[error("actions cannot be sandboxed on this host ({0}); Ferry refuses to run code from a commit unconfined — fix the kernel (Landlock, Linux 5.13+) or start the server with --insecure-no-sandbox")]
+    NoSandbox(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -155,6 +192,8 @@ struct Inner {
     versions: terraform::VersionCache,
     policy_files: policy::PolicyFileCache,
     master_key: Arc<ferry_secrets::MasterKey>,
+    // Invariant: what the kernel enforced when the engine started (probed once).
+    sandbox_support: ferry_executor::SandboxSupport,
 }
 
 /// The engine handle. Cheap to clone.
@@ -170,6 +209,12 @@ impl Engine {
         master_key: Arc<ferry_secrets::MasterKey>,
     ) -> Engine {
         let (changed, _) = watch::channel(0);
+        let sandbox_support = match config.sandbox {
+            SandboxMode::Enforce { .. } => ferry_executor::sandbox::probe(),
+            SandboxMode::Disabled => ferry_executor::SandboxSupport::Unavailable {
+                reason: "disabled by --insecure-no-sandbox".to_owned(),
+            },
+        };
         Engine {
             inner: Arc::new(Inner {
                 config,
@@ -183,6 +228,7 @@ impl Engine {
                 versions: terraform::VersionCache::default(),
                 policy_files: policy::PolicyFileCache::default(),
                 master_key,
+                sandbox_support,
             }),
         }
     }
@@ -205,11 +251,72 @@ impl Engine {
 
     /// A run's checkout and Terraform data; every action runs inside it.
     pub(crate) fn work_dir(&self, run: RunId) -> PathBuf {
-        self.inner
-            .config
-            .data_dir
-            .join("work")
-            .join(format!("run-{run}"))
+        self.inner.config.work_dir.join(format!("run-{run}"))
+    }
+
+    /// Whether and how actions are sandboxed.
+    pub fn sandbox_status(&self) -> SandboxStatus {
+        let support = &self.inner.sandbox_support;
+        match &self.inner.config.sandbox {
+            SandboxMode::Disabled => SandboxStatus {
+                mode: "disabled",
+                detail: "--insecure-no-sandbox: actions run unconfined and can read the data dir and the master key".to_owned(),
+                actions_allowed: true,
+            },
+            SandboxMode::Enforce { .. } if support.is_available() => SandboxStatus {
+                mode: "landlock",
+                detail: support.describe(),
+                actions_allowed: true,
+            },
+            SandboxMode::Enforce { .. } => SandboxStatus {
+                mode: "unavailable",
+                detail: support.describe(),
+                actions_allowed: false,
+            },
+        }
+    }
+
+    /// The sandbox for one action of a run, or why there can be none; `Ok(None)` only when
+    /// the operator disabled sandboxing.
+    pub(crate) fn action_sandbox(
+        &self,
+        run_dir: &workspace::RunDir,
+        terraform: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Option<ferry_executor::Sandbox>> {
+        let SandboxMode::Enforce { hidden } = &self.inner.config.sandbox else {
+            return Ok(None);
+        };
+        if !self.inner.sandbox_support.is_available() {
+            return Err(Error::NoSandbox(self.inner.sandbox_support.describe()));
+        }
+        let config = &self.inner.config;
+        let hide: Vec<PathBuf> = [&config.data_dir, &config.work_dir]
+            .into_iter()
+            .chain(hidden)
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        // The Terraform binary's directory stays readable even inside a hidden path (a
+        // wrapper script needs its neighbours), but never one that holds a hidden path.
+        let readable: Vec<PathBuf> = terraform
+            .and_then(|bin| std::fs::canonicalize(bin).ok())
+            .and_then(|bin| bin.parent().map(Path::to_path_buf))
+            .into_iter()
+            .filter(|dir| !hide.iter().any(|h| h.starts_with(dir)))
+            .collect();
+        // Terraform's plugin cache is shared by runs and written by `terraform init`.
+        let writable: Vec<PathBuf> = env
+            .iter()
+            .filter(|(k, _)| k == "TF_PLUGIN_CACHE_DIR")
+            .map(|(_, v)| PathBuf::from(v))
+            .filter(|dir| {
+                dir.is_dir()
+                    && !hide
+                        .iter()
+                        .any(|h| h.starts_with(dir) || dir.starts_with(h))
+            })
+            .collect();
+        Ok(Some(run_dir.sandbox(&writable, &readable, &hide)))
     }
 
     /// The append-only log file of a run.
@@ -454,25 +561,70 @@ impl Engine {
                 self.spawn_driver(run.id);
             }
         }
+        // Nothing of a run that is not executing may stay on disk: its secret files above
+        // all. Resumed runs check out afresh.
+        self.remove_run_dirs().await?;
         self.notify_changed();
+        Ok(())
+    }
+
+    /// Removes every run directory (`run-N`) of the work dir, and the data dir's `work/`
+    /// left by versions that kept checkouts there. Only at start-up, before any driver.
+    async fn remove_run_dirs(&self) -> Result<()> {
+        let config = &self.inner.config;
+        let legacy = config.data_dir.join("work");
+        if tokio::fs::symlink_metadata(&legacy).await.is_ok() {
+            tokio::fs::remove_dir_all(&legacy).await?;
+            tracing::info!(path = %legacy.display(), "removed run directories left in the data dir");
+        }
+        let mut entries = match tokio::fs::read_dir(&config.work_dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            let is_run = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("run-"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if is_run {
+                tokio::fs::remove_dir_all(entry.path()).await?;
+                tracing::info!(path = %entry.path().display(), "removed a run directory left by an earlier process");
+            }
+        }
         Ok(())
     }
 
     /// Imports the `errored.tfstate` a `terraform` of an interrupted run left behind (it
     /// writes one when it cannot save state to the backend) as a new state version, under
     /// the lock the run held. Never fails recovery: what cannot be imported is logged, and the
-    /// file stays in the run's work dir for a human.
+    /// file is kept (0600) in the data dir's `errored/` for a human.
     async fn import_errored_state(&self, run: &Run, environment: &str, actor: &Actor) {
         let lowered = ferry_spec::lower(&run.pipeline_path, &run.spec_yaml);
         let Some(spec) = lowered.spec else { return };
-        let path = self
-            .work_dir(run.id)
-            .join("src")
-            .join(&spec.terraform.dir)
-            .join("errored.tfstate");
-        let Ok(body) = tokio::fs::read(&path).await else {
+        let src = self.work_dir(run.id).join("src");
+        // The directory comes from the commit: it must still resolve inside the checkout,
+        // and the file must be a regular file, not a link to one of Ferry's own.
+        let Ok(dir) = workspace::inside(&src, &spec.terraform.dir, "terraform.dir") else {
             return;
         };
+        let path = dir.join("errored.tfstate");
+        let Ok(body) = workspace::read_regular(&path) else {
+            return;
+        };
+        // Run directories are removed at start-up: keep a copy that cannot be lost.
+        let kept = self
+            .inner
+            .config
+            .data_dir
+            .join("errored")
+            .join(format!("run-{}-{environment}.tfstate", run.id));
+        let kept_ok = kept
+            .parent()
+            .map(|d| std::fs::create_dir_all(d).and_then(|()| workspace::write_new(&kept, &body)))
+            .is_some_and(|r| r.is_ok());
+        let path = if kept_ok { kept } else { path };
         let addr = ferry_store::StateAddr {
             project_id: run.project_id,
             project: &run.project,
@@ -496,17 +648,20 @@ impl Engine {
             .await
         {
             Ok(ferry_store::WriteOutcome::Written(version)) => {
-                let _ = tokio::fs::rename(&path, path.with_extension("tfstate.imported")).await;
+                let _ = tokio::fs::remove_file(&path).await;
                 format!(
                     "imported the errored.tfstate Terraform left behind as version {} of state {}",
                     version.number,
                     addr.display()
                 )
             }
-            Ok(ferry_store::WriteOutcome::Idempotent) => format!(
-                "errored.tfstate matches the current version of state {}",
-                addr.display()
-            ),
+            Ok(ferry_store::WriteOutcome::Idempotent) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                format!(
+                    "errored.tfstate matches the current version of state {}",
+                    addr.display()
+                )
+            }
             Ok(other) => format!(
                 "errored.tfstate was not imported into state {} ({other:?}); it is kept at {}",
                 addr.display(),

@@ -612,6 +612,16 @@ impl Engine {
                 diagnostics: lowered.errors().map(ToString::to_string).collect(),
             });
         };
+        // Symlinks committed in the repository may not lead a path out of it.
+        if let Err(error) = crate::workspace::check_tree_paths(mirror, commit, &spec).await {
+            return Err(match error {
+                Error::Escape(escape) => Error::InvalidPipeline {
+                    path,
+                    diagnostics: vec![escape.to_string()],
+                },
+                other => other,
+            });
+        }
         Ok((path, text, spec))
     }
 

@@ -170,7 +170,10 @@ pub fn declares_backend(dir: &Path) -> bool {
     };
     entries.flatten().any(|e| {
         let path = e.path();
-        let is_tf = path.extension().is_some_and(|x| x == "tf") && e.file_name() != OVERRIDE_FILE;
+        // Regular files only: Ferry reads no link a commit could point at its own files.
+        let is_tf = path.extension().is_some_and(|x| x == "tf")
+            && e.file_name() != OVERRIDE_FILE
+            && e.file_type().is_ok_and(|t| t.is_file());
         is_tf
             && std::fs::read_to_string(&path).is_ok_and(|text| {
                 text.lines().any(|l| {

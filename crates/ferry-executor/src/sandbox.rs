@@ -101,7 +101,10 @@ pub fn probe() -> Support {
             .map_err(|e| e.to_string())?
             .create()
             .map_err(|e| e.to_string())?
-            .add_rules(landlock::path_beneath_rules(["/"], AccessFs::from_all(ABI_WANTED)))
+            .add_rules(landlock::path_beneath_rules(
+                ["/"],
+                AccessFs::from_all(ABI_WANTED),
+            ))
             .map_err(|e| e.to_string())?
             .restrict_self()
             .map_err(|e| e.to_string())?;
@@ -306,7 +309,9 @@ mod tests {
         assert!(!roots.is_empty());
         for root in &roots {
             assert!(
-                !hidden.iter().any(|h| h.starts_with(root) || root.starts_with(h)),
+                !hidden
+                    .iter()
+                    .any(|h| h.starts_with(root) || root.starts_with(h)),
                 "{} overlaps a hidden path",
                 root.display()
             );

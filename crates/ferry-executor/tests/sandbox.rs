@@ -40,7 +40,13 @@ grep CapEff /proc/self/status
 "#;
 
 fn layout(base: &Path) {
-    for dir in ["data", "work/run-1/src", "work/run-1/tmp", "work/run-2/src", "tools"] {
+    for dir in [
+        "data",
+        "work/run-1/src",
+        "work/run-1/tmp",
+        "work/run-2/src",
+        "tools",
+    ] {
         std::fs::create_dir_all(base.join(dir)).unwrap();
     }
     std::fs::write(base.join("data/master.key"), "MASTER-KEY-BYTES").unwrap();
@@ -107,7 +113,11 @@ async fn an_action_reaches_its_own_directories_and_the_system_but_not_ferrys_dat
         "write_outside",
         "shared_tmp",
     ] {
-        assert_eq!(verdict(denied), "denied", "{denied} must be denied: {out:?}");
+        assert_eq!(
+            verdict(denied),
+            "denied",
+            "{denied} must be denied: {out:?}"
+        );
     }
     for allowed in [
         "own_write",
@@ -131,5 +141,8 @@ async fn an_action_reaches_its_own_directories_and_the_system_but_not_ferrys_dat
 #[tokio::test]
 async fn the_probe_reports_what_the_kernel_enforces() {
     let support = sandbox::probe();
-    assert!(support.describe().starts_with("landlock (ABI "), "{support:?}");
+    assert!(
+        support.describe().starts_with("landlock (ABI "),
+        "{support:?}"
+    );
 }

@@ -158,6 +158,10 @@ impl From<ferry_engine::Error> for ApiError {
             }
             E::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
             E::StalePlan(_) => ApiError::new(StatusCode::CONFLICT, "stale_plan", e.to_string()),
+            E::Escape(_) => ApiError::new(status, "path_escapes_checkout", e.to_string()),
+            E::NoSandbox(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_sandbox", e.to_string())
+            }
             E::Io(_) => ApiError::internal(e),
         }
     }

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use ferry_core::Actor;
+pub use ferry_engine::{probe_sandbox, SandboxSupport};
 use ferry_engine::{Engine, EngineConfig};
 use ferry_secrets::{KeySource, MasterKey};
 use ferry_store::{Store, StoreConfig};
@@ -259,6 +260,32 @@ pub struct ServerConfig {
     pub access: AccessConfig,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Where runs' working directories go; `None`: `DATA_DIR-work` beside the data dir
+    /// ([`default_work_dir`]). Never inside the data dir.
+    pub work_dir: Option<PathBuf>,
+    /// How actions are confined.
+    pub sandbox: SandboxConfig,
+}
+
+/// `--insecure-no-sandbox` and the extra paths to hide from actions.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxConfig {
+    /// Run actions unconfined (the operator's explicit, logged choice).
+    pub insecure_no_sandbox: bool,
+    /// Paths no action may see, besides the data dir, the work dir, the master key file and
+    /// the TLS key (which the server adds itself).
+    pub hidden: Vec<PathBuf>,
+}
+
+/// `DATA_DIR-work`, beside the data dir: on the same disk, out of the data dir's backups
+/// and out of every action's sight.
+pub fn default_work_dir(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "ferry".into());
+    name.push("-work");
+    data_dir.with_file_name(name)
 }
 
 /// The PEM files of `--tls-cert` and `--tls-key`.
@@ -347,6 +374,8 @@ pub enum StartError {
     MasterKey(#[from] ferry_secrets::Error),
     #[error("store: {0}")]
     Store(#[from] ferry_store::Error),
+    #[error("{0}")]
+    Unsafe(String),
     #[error("recovery: {0}")]
     Recovery(#[from] ferry_engine::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -422,11 +451,25 @@ async fn load_tls(files: &TlsFiles) -> Result<axum_server::tls_rustls::RustlsCon
 /// Opens the data dir, key and store, creates the bootstrap admin token on first start,
 /// recovers runs left by a previous process, and binds the listener.
 pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+    // Everything Ferry creates from here on is its own: 0600 files, 0700 directories, by
+    // creation rather than by a chmod afterwards. Actions inherit the mask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let dir = &config.data_dir;
     create_private_dir(dir).map_err(|source| StartError::DataDir {
         path: dir.clone(),
         source,
     })?;
+    tighten_data_dir(dir)?;
+    let work_dir = config
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_dir(dir));
+    check_work_dir(dir, &work_dir)?;
+    create_private_dir(&work_dir).map_err(|source| StartError::DataDir {
+        path: work_dir.clone(),
+        source,
+    })?;
+    tighten_data_dir(&work_dir)?;
     if let KeySource::DataDir(dir) = &config.master_key {
         finish_interrupted_rotation(dir).await?;
     }
@@ -479,8 +522,23 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         .as_deref()
         .map(|u| u.trim_end_matches('/').to_owned())
         .unwrap_or_else(|| url.clone());
+    let sandbox = if config.sandbox.insecure_no_sandbox {
+        tracing::warn!("--insecure-no-sandbox: actions run UNCONFINED; code from any commit can read the data dir, the master key and every secret");
+        ferry_engine::SandboxMode::Disabled
+    } else {
+        let mut hidden = config.sandbox.hidden.clone();
+        if let KeySource::File(path) = &config.master_key {
+            hidden.push(path.clone());
+        }
+        if let Some(tls) = &config.tls {
+            hidden.push(tls.key.clone());
+        }
+        ferry_engine::SandboxMode::Enforce { hidden }
+    };
     let engine_config = EngineConfig {
         data_dir: dir.clone(),
+        work_dir,
+        sandbox,
         kill_grace: config.kill_grace,
         path_var: config.path_var.clone(),
         passthrough_env: config.passthrough_env.clone(),
@@ -493,6 +551,12 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     engine.set_action_observer(Arc::new(move |kind, outcome, elapsed| {
         observer_metrics.observe_action(kind, outcome, elapsed)
     }));
+    let sandbox = engine.sandbox_status();
+    if sandbox.actions_allowed {
+        tracing::info!(sandbox = sandbox.mode, detail = %sandbox.detail, "actions are confined");
+    } else {
+        tracing::error!(detail = %sandbox.detail, "actions cannot be sandboxed on this host: every action will be refused (start with --insecure-no-sandbox to run them unconfined)");
+    }
     engine.recover().await?;
     std::fs::write(server_url_path(dir), format!("{url}\n"))?;
     let state = AppState {
@@ -585,6 +649,57 @@ async fn prune_state_versions(state: AppState) {
             tracing::warn!(error = %e, "state retention pass failed");
         }
     }
+}
+
+/// The work dir may be neither the data dir nor inside it, nor contain it: actions see
+/// their run's directory and never the data dir.
+fn check_work_dir(data_dir: &Path, work_dir: &Path) -> Result<(), StartError> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let (data, work) = (real(data_dir), real(work_dir));
+    if work.starts_with(&data) || data.starts_with(&work) {
+        return Err(StartError::Unsafe(format!(
+            "the work dir {} and the data dir {} overlap; runs' working directories must live outside the data dir (set work_dir elsewhere)",
+            work_dir.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A data dir made by hand (or by an older Ferry) may be readable by every local user:
+/// refuse one owned by someone else, then make it and everything in it Ferry's alone —
+/// directories 0700, files 0600 — without following links.
+fn tighten_data_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(StartError::Unsafe(format!(
+            "{} is owned by uid {}, not by this server's uid {me}; refusing to use another user's directory",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let want = if meta.is_dir() {
+            0o700
+        } else if meta.is_file() {
+            0o600
+        } else {
+            continue; // links and sockets: their targets are not ours to change
+        };
+        if meta.permissions().mode() & 0o7777 != want {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

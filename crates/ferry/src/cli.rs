@@ -219,6 +219,14 @@ fn server_config(g: &Global, args: &ServerArgs) -> Result<Config> {
         admin_password: std::env::var("FERRY_ADMIN_PASSWORD")
             .ok()
             .filter(|v| !v.is_empty()),
+        work_dir: args.work_dir.clone(),
+        insecure_no_sandbox: args.insecure_no_sandbox.then_some(true),
+        home: std::env::var_os("HOME").map(PathBuf::from),
+        config_file: args.config.clone().or_else(|| {
+            Path::new("ferry.toml")
+                .exists()
+                .then(|| "ferry.toml".into())
+        }),
     };
     Config::resolve(file, over)
 }
@@ -249,7 +257,12 @@ async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
         passthrough_env,
         access: config.access.clone(),
         tls: config.tls.clone(),
+        work_dir: Some(config.work_dir.clone()),
+        sandbox: config.sandbox.clone(),
     };
+    if config.sandbox.insecure_no_sandbox {
+        eprintln!("WARNING: --insecure-no-sandbox: actions run UNCONFINED; code from any commit can read the data dir, the master key and every secret");
+    }
     let server = ferry_server::start(server_config)
         .await
         .context("starting the server")?;

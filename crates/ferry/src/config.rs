@@ -30,6 +30,13 @@ pub(crate) struct RawConfig {
     pub insecure_cookies: Option<bool>,
     pub session_idle: Option<String>,
     pub session_absolute: Option<String>,
+    /// Where runs' working directories go (default: `DATA_DIR-work`).
+    pub work_dir: Option<PathBuf>,
+    /// Run actions unconfined (never on a shared or production host).
+    pub insecure_no_sandbox: Option<bool>,
+    /// More paths no action may see (e.g. `~/.aws` when actions must not use the server's
+    /// own cloud credentials).
+    pub sandbox_hide: Option<Vec<PathBuf>>,
 }
 
 impl RawConfig {
@@ -57,6 +64,45 @@ pub(crate) struct Overrides {
     pub insecure_cookies: Option<bool>,
     /// `FERRY_ADMIN_PASSWORD`: the first admin's password (first start only).
     pub admin_password: Option<String>,
+    pub work_dir: Option<PathBuf>,
+    pub insecure_no_sandbox: Option<bool>,
+    /// `HOME`, for the default hidden paths (`~/.ssh`, …).
+    pub home: Option<PathBuf>,
+    /// The configuration file in use: hidden from actions too.
+    pub config_file: Option<PathBuf>,
+}
+
+/// What actions never see besides the data dir, the work dir and the key files: the
+/// server user's git and SSH credentials and the host's password and SSH host keys.
+pub(crate) fn default_hidden(home: Option<&Path>) -> Vec<PathBuf> {
+    let mut hidden: Vec<PathBuf> = [
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/etc/sudoers",
+        "/etc/sudoers.d",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    if let Ok(entries) = std::fs::read_dir("/etc/ssh") {
+        hidden.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+        }));
+    }
+    if let Some(home) = home {
+        for name in [
+            ".ssh",
+            ".gnupg",
+            ".git-credentials",
+            ".netrc",
+            ".config/git/credentials",
+        ] {
+            hidden.push(home.join(name));
+        }
+    }
+    hidden
 }
 
 /// Where the master key comes from; the key itself is never part of the printed config.
@@ -88,6 +134,8 @@ pub(crate) struct Config {
     /// Sessions, proxies, the first admin's password (its `Debug` is redacted below).
     pub access: ferry_server::AccessConfig,
     pub tls: Option<ferry_server::TlsFiles>,
+    pub work_dir: PathBuf,
+    pub sandbox: ferry_server::SandboxConfig,
 }
 
 fn duration(what: &str, text: &str) -> Result<Duration> {
@@ -178,6 +226,29 @@ impl Config {
             (None, None) => None,
             _ => bail!("give both --tls-cert and --tls-key, or neither"),
         };
+        let absolute = |p: PathBuf| -> Result<PathBuf> {
+            Ok(if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir()?.join(p)
+            })
+        };
+        let work_dir = match over.work_dir.or(file.work_dir) {
+            Some(dir) => absolute(dir)?,
+            None => ferry_server::default_work_dir(&data_dir),
+        };
+        let mut hidden = default_hidden(over.home.as_deref());
+        hidden.extend(over.config_file.map(absolute).transpose()?);
+        for path in file.sandbox_hide.unwrap_or_default() {
+            hidden.push(absolute(path)?);
+        }
+        let sandbox = ferry_server::SandboxConfig {
+            insecure_no_sandbox: over
+                .insecure_no_sandbox
+                .or(file.insecure_no_sandbox)
+                .unwrap_or(false),
+            hidden,
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -187,6 +258,8 @@ impl Config {
             kill_grace,
             access,
             tls,
+            work_dir,
+            sandbox,
         })
     }
 
@@ -225,7 +298,26 @@ impl Config {
                 "cert": t.cert.display().to_string(), "key": t.key.display().to_string(),
             })),
             "admin_password": self.access.admin_password.as_ref().map(|_| "from FERRY_ADMIN_PASSWORD (redacted)"),
+            "work_dir": self.work_dir.display().to_string(),
+            "sandbox": self.sandbox_summary(),
+            "sandbox_hidden": self.sandbox.hidden.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         })
+    }
+
+    /// How actions will be confined, as this host supports it.
+    pub(crate) fn sandbox_summary(&self) -> String {
+        if self.sandbox.insecure_no_sandbox {
+            return "disabled (--insecure-no-sandbox): actions run unconfined and can read the data dir and the master key".to_owned();
+        }
+        let support = ferry_server::probe_sandbox();
+        if support.is_available() {
+            support.describe()
+        } else {
+            format!(
+                "{} — actions will be refused (start with --insecure-no-sandbox to run them unconfined)",
+                support.describe()
+            )
+        }
     }
 }
 

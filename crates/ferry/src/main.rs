@@ -265,6 +265,14 @@ pub struct ServerArgs {
     /// Session cookies without the Secure flag: only for plain HTTP on loopback.
     #[arg(long, env = "FERRY_INSECURE_COOKIES")]
     pub insecure_cookies: bool,
+    /// Where runs' working directories go (default: DATA_DIR-work, beside the data dir).
+    #[arg(long, env = "FERRY_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Run actions WITHOUT the sandbox: code from any commit can then read the data dir,
+    /// the master key and every secret. Only for a kernel without Landlock, on a machine
+    /// nobody else uses.
+    #[arg(long, env = "FERRY_INSECURE_NO_SANDBOX")]
+    pub insecure_no_sandbox: bool,
 }
 
 #[derive(Args, Debug)]

@@ -15,6 +15,7 @@ use crate::AppState;
 #[utoipa::path(get, path = "/healthz", security(), responses((status = 200, body = api::Health)))]
 pub(crate) async fn healthz() -> Json<api::Health> {
     Json(api::Health {
+        sandbox: None,
         status: "ok".into(),
     })
 }
@@ -36,8 +37,24 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<api:
             e.to_string(),
         )
     })?;
+    // A server that would refuse every action is not ready for its main job.
+    let sandbox = state.engine.sandbox_status();
+    if !sandbox.actions_allowed {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "no_sandbox",
+            format!(
+                "actions cannot be sandboxed on this host ({}); start the server with --insecure-no-sandbox to run them unconfined",
+                sandbox.detail
+            ),
+        ));
+    }
     Ok(Json(api::Health {
         status: "ready".into(),
+        sandbox: Some(match sandbox.mode {
+            "disabled" => format!("disabled: {}", sandbox.detail),
+            _ => sandbox.detail,
+        }),
     }))
 }
 

@@ -15,6 +15,8 @@ use serde_json::Value;
 pub(crate) struct TestServer {
     pub(crate) url: String,
     data: Option<tempfile::TempDir>,
+    /// Runs' working directories (outside the data dir), removed with the server.
+    _work: tempfile::TempDir,
     pub(crate) admin: Client,
     pub(crate) http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -72,6 +74,10 @@ impl TestServer {
             .prefix("ferry-api-test-")
             .tempdir()
             .expect("temp dir");
+        let work = tempfile::Builder::new()
+            .prefix("ferry-api-work-")
+            .tempdir()
+            .expect("temp dir");
         let passthrough_env = [
             "HOME",
             "USER",
@@ -96,6 +102,8 @@ impl TestServer {
                 ..Default::default()
             },
             tls: None,
+            work_dir: Some(work.path().to_owned()),
+            sandbox: Default::default(),
         };
         adjust(&mut config);
         let server = ferry_server::start(config).await.expect("server starts");
@@ -110,6 +118,7 @@ impl TestServer {
         TestServer {
             url,
             data: Some(data),
+            _work: work,
             admin,
             http,
             stop: Some(stop),
