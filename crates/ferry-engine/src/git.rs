@@ -194,7 +194,17 @@ impl Mirror {
             let tmp_str = tmp.to_string_lossy().into_owned();
             git_with(
                 "clone",
-                &["clone", "--mirror", "--quiet", "--", repo, &tmp_str],
+                // No hard links into a local source repository: its owner could otherwise
+                // change objects under the mirror.
+                &[
+                    "clone",
+                    "--mirror",
+                    "--no-hardlinks",
+                    "--quiet",
+                    "--",
+                    repo,
+                    &tmp_str,
+                ],
                 None,
                 auth,
             )
@@ -401,7 +411,10 @@ impl Mirror {
                 "clone",
                 "--quiet",
                 "--no-checkout",
-                "--shared",
+                // A copy, neither `--shared` (the checkout's git would need the mirror in the
+                // data dir, which actions cannot see) nor hard links (an action could change
+                // the mirror's objects through them).
+                "--no-hardlinks",
                 "--",
                 &mirror,
                 &dest_str,

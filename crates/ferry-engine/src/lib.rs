@@ -89,7 +89,12 @@ pub enum SandboxMode {
     /// Every action runs in the Landlock sandbox; on a kernel without it, actions are
     /// refused. Beneath `hidden` (the data dir, the work dir and the key files are added by
     /// the engine) nothing is visible to an action.
-    Enforce { hidden: Vec<PathBuf> },
+    Enforce {
+        hidden: Vec<PathBuf>,
+        /// Directories every action may also write (shared caches), never inside a hidden
+        /// path.
+        writable: Vec<PathBuf>,
+    },
     /// `--insecure-no-sandbox`: the operator accepted that code from a commit can read
     /// everything the server can.
     Disabled,
@@ -284,7 +289,7 @@ impl Engine {
         terraform: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<Option<ferry_executor::Sandbox>> {
-        let SandboxMode::Enforce { hidden } = &self.inner.config.sandbox else {
+        let SandboxMode::Enforce { hidden, writable } = &self.inner.config.sandbox else {
             return Ok(None);
         };
         if !self.inner.sandbox_support.is_available() {
@@ -309,6 +314,8 @@ impl Engine {
             .iter()
             .filter(|(k, _)| k == "TF_PLUGIN_CACHE_DIR")
             .map(|(_, v)| PathBuf::from(v))
+            .chain(writable.iter().cloned())
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
             .filter(|dir| {
                 dir.is_dir()
                     && !hide

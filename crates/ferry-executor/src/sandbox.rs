@@ -85,8 +85,10 @@ impl Support {
     /// For `/readyz`, `ferry config check` and the start-up log.
     pub fn describe(&self) -> String {
         match self {
-            Support::Full { abi } => format!("landlock (ABI {abi}, fully enforced)"),
-            Support::Partial { abi } => format!("landlock (ABI {abi}, partially enforced)"),
+            Support::Full { abi } => format!("landlock (ABI {abi})"),
+            Support::Partial { abi } => {
+                format!("landlock (ABI {abi}; a newer kernel would also confine UNIX sockets)")
+            }
             Support::Unavailable { reason } => format!("unavailable: {reason}"),
         }
     }

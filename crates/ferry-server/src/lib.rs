@@ -275,6 +275,8 @@ pub struct SandboxConfig {
     /// Paths no action may see, besides the data dir, the work dir, the master key file and
     /// the TLS key (which the server adds itself).
     pub hidden: Vec<PathBuf>,
+    /// Directories every action may also write, such as a shared download cache.
+    pub writable: Vec<PathBuf>,
 }
 
 /// `DATA_DIR-work`, beside the data dir: on the same disk, out of the data dir's backups
@@ -533,7 +535,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         if let Some(tls) = &config.tls {
             hidden.push(tls.key.clone());
         }
-        ferry_engine::SandboxMode::Enforce { hidden }
+        ferry_engine::SandboxMode::Enforce {
+            hidden,
+            writable: config.sandbox.writable.clone(),
+        }
     };
     let engine_config = EngineConfig {
         data_dir: dir.clone(),
@@ -668,7 +673,8 @@ fn check_work_dir(data_dir: &Path, work_dir: &Path) -> Result<(), StartError> {
 
 /// A data dir made by hand (or by an older Ferry) may be readable by every local user:
 /// refuse one owned by someone else, then make it and everything in it Ferry's alone —
-/// directories 0700, files 0600 — without following links.
+/// directories 0700, files stripped of every group and other bit (0644 becomes 0600; a git
+/// object's 0444 becomes 0400) — without following links.
 fn tighten_data_dir(dir: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = std::fs::symlink_metadata(dir)?;
@@ -683,14 +689,15 @@ fn tighten_data_dir(dir: &Path) -> Result<(), StartError> {
     let mut stack = vec![dir.to_owned()];
     while let Some(path) = stack.pop() {
         let meta = std::fs::symlink_metadata(&path)?;
+        let mode = meta.permissions().mode() & 0o7777;
         let want = if meta.is_dir() {
             0o700
         } else if meta.is_file() {
-            0o600
+            mode & 0o700
         } else {
             continue; // links and sockets: their targets are not ours to change
         };
-        if meta.permissions().mode() & 0o7777 != want {
+        if mode != want {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want))?;
         }
         if meta.is_dir() {

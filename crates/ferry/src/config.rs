@@ -37,6 +37,8 @@ pub(crate) struct RawConfig {
     /// More paths no action may see (e.g. `~/.aws` when actions must not use the server's
     /// own cloud credentials).
     pub sandbox_hide: Option<Vec<PathBuf>>,
+    /// Directories every action may also write (a shared cache), never inside the data dir.
+    pub sandbox_writable: Option<Vec<PathBuf>>,
 }
 
 impl RawConfig {
@@ -248,6 +250,12 @@ impl Config {
                 .or(file.insecure_no_sandbox)
                 .unwrap_or(false),
             hidden,
+            writable: file
+                .sandbox_writable
+                .unwrap_or_default()
+                .into_iter()
+                .map(absolute)
+                .collect::<Result<_>>()?,
         };
         Ok(Config {
             listen,
@@ -301,6 +309,7 @@ impl Config {
             "work_dir": self.work_dir.display().to_string(),
             "sandbox": self.sandbox_summary(),
             "sandbox_hidden": self.sandbox.hidden.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "sandbox_writable": self.sandbox.writable.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         })
     }
 

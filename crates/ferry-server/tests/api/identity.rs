@@ -878,8 +878,13 @@ async fn token_scopes_expiry_and_revocation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_credential_works_only_on_its_own_state_and_only_while_its_action_runs() {
-    let mut server = TestServer::start().await;
+    // The action copies its credential out, to a directory every action may write.
     let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_with(
+        |c| c.sandbox.writable.push(dir.path().to_owned()),
+        reqwest::Client::new(),
+    )
+    .await;
     let file = dir.path().join("credential");
     let yaml = format!(
         "{MINIMAL_FERRY_YAML}stages:\n  test: [\"printenv TF_HTTP_PASSWORD > {}.tmp && mv {0}.tmp {0} && sleep 4\"]\n",

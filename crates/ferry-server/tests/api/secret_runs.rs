@@ -43,7 +43,7 @@ stages:
     - |
       printf '{"pw":"%s"}\n' "$(printf %s "$JSONISH" | sed 's/["\\]/\\&/g')"
     - |
-      cat "$FERRY_SECRETS_DIR/creds/key.txt"; echo; stat -c 'mode %a' "$FERRY_SECRETS_DIR/creds/key.txt"; echo "dir $FERRY_SECRETS_DIR" > ../secrets-dir.txt
+      cat "$FERRY_SECRETS_DIR/creds/key.txt"; echo; stat -c 'mode %a' "$FERRY_SECRETS_DIR/creds/key.txt"; echo "dir $FERRY_SECRETS_DIR" > "$TMPDIR/secrets-dir.txt"
     - |
       test -z "$APPLY_ONLY" && echo "apply-only absent in test"
     - |
@@ -52,7 +52,7 @@ stages:
       echo "backend: $TF_HTTP_PASSWORD"
   verify:
     - |
-      echo "apply-only: $APPLY_ONLY"; test ! -e "$(cut -c5- ../secrets-dir.txt)" && echo "test's secret dir removed"
+      echo "apply-only: $APPLY_ONLY"; test ! -e "$(cut -c5- "$TMPDIR/secrets-dir.txt")" && echo "test's secret dir removed"
 "#;
 
 const CANARY_TF: &str = r#"variable "db_password" {

@@ -672,8 +672,14 @@ async fn concurrent_writers_never_move_the_serial_backwards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_keeps_its_state_in_the_backend_with_a_credential_that_dies_with_the_action() {
-    let mut server = TestServer::start().await;
+    // The action plays an attacker who copies its credential out: to a directory the
+    // operator let every action write, since the sandbox allows no other.
     let leak = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_with(
+        |c| c.sandbox.writable.push(leak.path().to_owned()),
+        reqwest::Client::new(),
+    )
+    .await;
     let leaked = leak.path().join("password");
     let yaml = format!(
         "version: 1\nname: tiny\nterraform: {{ dir: . }}\nstages:\n  test:\n    - \"printf %s \\\"$TF_HTTP_PASSWORD\\\" > {} && printf %s \\\"$TF_HTTP_ADDRESS\\\" > {}.address\"\n",

@@ -19,8 +19,16 @@ async fn health_and_readiness_answer_without_a_token() {
     );
     let ready = server.call_as(None, "GET", "/readyz", None).await;
     assert_eq!(
-        (ready.status, &ready.json),
-        (200, &serde_json::json!({"status": "ready"}))
+        (ready.status, &ready.json["status"]),
+        (200, &serde_json::json!("ready"))
+    );
+    // Ready also says how actions are confined (issue 12: the sandbox, or its opt-out).
+    assert!(
+        ready.json["sandbox"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("landlock (ABI ")),
+        "{}",
+        ready.json
     );
     assert!(
         ready.headers.get("x-request-id").is_some(),

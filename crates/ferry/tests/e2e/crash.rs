@@ -136,12 +136,11 @@ fn kill_9_during_apply_then_terraform_exits_its_leftover_children_are_still_kill
     );
 
     server.kill9();
-    // `terraform apply ... <data>/plans/run-N/default.tfplan` is the action's group leader.
-    let apply = server
-        .data
-        .join(format!("plans/run-{run}/default.tfplan"))
-        .display()
-        .to_string();
+    // `terraform apply ... <work>/run-N/plan/default.tfplan` is the action's group leader.
+    let apply = format!(
+        "{}-work/run-{run}/plan/default.tfplan",
+        server.data.display()
+    );
     let leaders = pids_matching(&apply);
     assert_eq!(leaders.len(), 1, "one terraform apply process: {leaders:?}");
     let leader = nix::unistd::Pid::from_raw(leaders[0]);

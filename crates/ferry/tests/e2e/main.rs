@@ -15,6 +15,7 @@ mod identity;
 mod policy;
 mod promotion;
 mod quickstart;
+mod sandbox;
 mod secrets;
 mod shutdown;
 mod state;

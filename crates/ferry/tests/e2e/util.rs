@@ -155,6 +155,15 @@ impl Server {
             .prefix("ferry-e2e-")
             .tempdir()
             .expect("temp dir");
+        Server::spawn_in(root, path_var, args)
+    }
+
+    /// A server on `root/data` (which the test may have prepared).
+    pub(crate) fn start_in(root: tempfile::TempDir) -> Server {
+        Server::spawn_in(root, path_with_terraform(), &[])
+    }
+
+    fn spawn_in(root: tempfile::TempDir, path_var: String, args: &[&str]) -> Server {
         let data = root.path().join("data");
         let mut server = Server {
             root,
