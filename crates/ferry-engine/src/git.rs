@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::process::Command;
 
@@ -20,6 +21,84 @@ pub enum GitError {
     InvalidRef(String),
     #[error("could not run git: {0}")]
     Spawn(#[from] std::io::Error),
+    #[error(
+        "git {op} did not finish within {}; the remote may be unreachable or not answering (git_timeout in the server configuration)",
+        humantime::format_duration(*after)
+    )]
+    Timeout { op: &'static str, after: Duration },
+}
+
+/// A git transport Ferry may fetch over, by git's own protocol names (`protocol.<name>.allow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Https,
+    Ssh,
+    /// Plain HTTP: credentials and code in clear; off unless configured.
+    Http,
+    /// `git://`: unauthenticated and unencrypted; off unless configured.
+    Git,
+    /// Local paths and `file://` addresses on the server's machine.
+    File,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Https,
+        Protocol::Ssh,
+        Protocol::Http,
+        Protocol::Git,
+        Protocol::File,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Https => "https",
+            Protocol::Ssh => "ssh",
+            Protocol::Http => "http",
+            Protocol::Git => "git",
+            Protocol::File => "file",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+/// How Ferry runs git against a project's remote: which transports git may use (enforced by
+/// git itself through `GIT_ALLOW_PROTOCOL`, so remote helpers such as `ext::` and `fd::`,
+/// submodules and redirects are held to the same list) and how long one operation may take
+/// before its whole process group is killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitOptions {
+    pub protocols: Vec<Protocol>,
+    pub timeout: Duration,
+}
+
+impl Default for GitOptions {
+    /// `https`, `ssh` and local paths; 10 minutes per operation.
+    fn default() -> GitOptions {
+        GitOptions {
+            protocols: vec![Protocol::Https, Protocol::Ssh, Protocol::File],
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl GitOptions {
+    /// The value of `GIT_ALLOW_PROTOCOL`: git treats every transport not listed as `never`.
+    fn allow_protocol(&self) -> String {
+        let names: Vec<&str> = self.protocols.iter().map(|p| p.as_str()).collect();
+        names.join(":")
+    }
+
+    /// The same timeout, but only Ferry's own local copies (a checkout clones the mirror).
+    fn local(&self) -> GitOptions {
+        GitOptions {
+            protocols: vec![Protocol::File],
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// Credentials for one git operation: git asks a per-operation `GIT_ASKPASS` helper (a
@@ -72,19 +151,24 @@ fn askpass_dir() -> std::io::Result<(tempfile::TempDir, PathBuf)> {
 #[derive(Debug, Clone)]
 pub struct Mirror {
     pub path: PathBuf,
+    /// Timeout of every operation on the mirror; git may only read local paths through it.
+    pub options: GitOptions,
 }
 
-async fn git(op: &'static str, args: &[&str], dir: Option<&Path>) -> Result<Vec<u8>, GitError> {
-    git_with(op, args, dir, None).await
+impl Mirror {
+    async fn git(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, GitError> {
+        git_with(op, args, Some(&self.path), None, &self.options.local()).await
+    }
 }
 
-/// Runs git; with `auth`, through a fresh askpass helper whose password is only in this
-/// git process's environment.
+/// Runs git with `options`' transports and timeout; with `auth`, through a fresh askpass
+/// helper whose password is only in this git process's environment.
 async fn git_with(
     op: &'static str,
     args: &[&str],
     dir: Option<&Path>,
     auth: Option<&GitAuth>,
+    options: &GitOptions,
 ) -> Result<Vec<u8>, GitError> {
     use std::os::unix::ffi::OsStrExt as _;
     let mut cmd = Command::new("git");
@@ -108,12 +192,28 @@ async fn git_with(
     }
     cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", options.allow_protocol())
         .env_remove("SSH_ASKPASS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout also kills ssh, remote helpers and hooks.
+        .process_group(0)
         .kill_on_drop(true);
-    let out = cmd.output().await?;
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    let out = match tokio::time::timeout(options.timeout, child.wait_with_output()).await {
+        Ok(out) => out?,
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+            return Err(GitError::Timeout {
+                op,
+                after: options.timeout,
+            });
+        }
+    };
     drop(_askpass);
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -159,16 +259,12 @@ pub struct TreeEntry {
 
 impl Mirror {
     /// Clones `repo` (a URL or a local path) as a bare mirror at `path`, or fetches into
-    /// the existing mirror.
-    pub async fn sync(repo: &str, path: &Path) -> Result<Mirror, GitError> {
-        Mirror::sync_with(repo, path, None).await
-    }
-
-    /// [`Mirror::sync`] with credentials for the remote.
+    /// the existing mirror, with credentials for the remote when there are any.
     pub async fn sync_with(
         repo: &str,
         path: &Path,
         auth: Option<&GitAuth>,
+        options: &GitOptions,
     ) -> Result<Mirror, GitError> {
         if path.join("HEAD").exists() {
             git_with(
@@ -183,6 +279,7 @@ impl Mirror {
                 ],
                 Some(path),
                 auth,
+                options,
             )
             .await?;
         } else {
@@ -207,23 +304,22 @@ impl Mirror {
                 ],
                 None,
                 auth,
+                options,
             )
             .await?;
             tokio::fs::rename(&tmp, path).await?;
         }
         Ok(Mirror {
             path: path.to_owned(),
+            options: options.clone(),
         })
     }
 
     /// The default branch's name, from the mirror's HEAD.
     pub async fn default_branch(&self) -> Result<String, GitError> {
-        let out = git(
-            "symbolic-ref",
-            &["symbolic-ref", "--quiet", "HEAD"],
-            Some(&self.path),
-        )
-        .await?;
+        let out = self
+            .git("symbolic-ref", &["symbolic-ref", "--quiet", "HEAD"])
+            .await?;
         let full = String::from_utf8_lossy(&out).trim().to_owned();
         Ok(full.strip_prefix("refs/heads/").unwrap_or(&full).to_owned())
     }
@@ -237,18 +333,18 @@ impl Mirror {
             r.to_owned(),
         ] {
             let spec = format!("{candidate}^{{commit}}");
-            if let Ok(out) = git(
-                "rev-parse",
-                &[
+            if let Ok(out) = self
+                .git(
                     "rev-parse",
-                    "--verify",
-                    "--quiet",
-                    "--end-of-options",
-                    &spec,
-                ],
-                Some(&self.path),
-            )
-            .await
+                    &[
+                        "rev-parse",
+                        "--verify",
+                        "--quiet",
+                        "--end-of-options",
+                        &spec,
+                    ],
+                )
+                .await
             {
                 let sha = String::from_utf8_lossy(&out).trim().to_owned();
                 if !sha.is_empty() {
@@ -261,12 +357,12 @@ impl Mirror {
 
     /// Paths of every `ferry.yaml` in the commit's tree.
     pub async fn pipeline_files(&self, commit: &str) -> Result<Vec<String>, GitError> {
-        let out = git(
-            "ls-tree",
-            &["ls-tree", "-r", "--name-only", "--full-tree", commit],
-            Some(&self.path),
-        )
-        .await?;
+        let out = self
+            .git(
+                "ls-tree",
+                &["ls-tree", "-r", "--name-only", "--full-tree", commit],
+            )
+            .await?;
         Ok(String::from_utf8_lossy(&out)
             .lines()
             .filter(|p| {
@@ -279,7 +375,7 @@ impl Mirror {
     /// The content of one file at a commit.
     pub async fn read_file(&self, commit: &str, path: &str) -> Result<String, GitError> {
         let spec = format!("{commit}:{path}");
-        let out = git("show", &["show", &spec], Some(&self.path)).await?;
+        let out = self.git("show", &["show", &spec]).await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
@@ -287,22 +383,22 @@ impl Mirror {
     /// recursively; empty when `dir` does not exist there.
     pub async fn ls_tree(&self, commit: &str, dir: &str) -> Result<Vec<String>, GitError> {
         check_ref(commit)?;
-        let out = git(
-            "ls-tree",
-            &[
+        let out = self
+            .git(
                 "ls-tree",
-                "-r",
-                "-z",
-                "--name-only",
-                "--full-tree",
-                "--end-of-options",
-                commit,
-                "--",
-                dir,
-            ],
-            Some(&self.path),
-        )
-        .await?;
+                &[
+                    "ls-tree",
+                    "-r",
+                    "-z",
+                    "--name-only",
+                    "--full-tree",
+                    "--end-of-options",
+                    commit,
+                    "--",
+                    dir,
+                ],
+            )
+            .await?;
         Ok(String::from_utf8_lossy(&out)
             .split('\0')
             .filter(|p| !p.is_empty())
@@ -327,7 +423,7 @@ impl Mirror {
             "--",
         ];
         args.extend(paths.iter().map(String::as_str));
-        let out = git("ls-tree", &args, Some(&self.path)).await?;
+        let out = self.git("ls-tree", &args).await?;
         Ok(String::from_utf8_lossy(&out)
             .split('\0')
             .filter_map(|line| {
@@ -348,12 +444,12 @@ impl Mirror {
     /// The content of a blob (a symlink's target, for one), as text.
     pub async fn read_blob(&self, object: &str) -> Result<String, GitError> {
         check_ref(object)?;
-        let out = git(
-            "cat-file",
-            &["cat-file", "blob", "--end-of-options", object],
-            Some(&self.path),
-        )
-        .await?;
+        let out = self
+            .git(
+                "cat-file",
+                &["cat-file", "blob", "--end-of-options", object],
+            )
+            .await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
@@ -363,19 +459,19 @@ impl Mirror {
         check_ref(base)?;
         check_ref(commit)?;
         let range = format!("{base}...{commit}");
-        let out = git(
-            "diff",
-            &[
+        let out = self
+            .git(
                 "diff",
-                "--name-only",
-                "-z",
-                "--no-renames",
-                "--end-of-options",
-                &range,
-            ],
-            Some(&self.path),
-        )
-        .await?;
+                &[
+                    "diff",
+                    "--name-only",
+                    "-z",
+                    "--no-renames",
+                    "--end-of-options",
+                    &range,
+                ],
+            )
+            .await?;
         Ok(String::from_utf8_lossy(&out)
             .split('\0')
             .filter(|p| !p.is_empty())
@@ -389,13 +485,9 @@ impl Mirror {
             return false;
         }
         let spec = format!("{commit}^{{commit}}");
-        git(
-            "cat-file",
-            &["cat-file", "-e", "--end-of-options", &spec],
-            Some(&self.path),
-        )
-        .await
-        .is_ok()
+        self.git("cat-file", &["cat-file", "-e", "--end-of-options", &spec])
+            .await
+            .is_ok()
     }
 
     /// A fresh working copy of exactly `commit` at `dest` (which must not exist).
@@ -405,7 +497,8 @@ impl Mirror {
         }
         let mirror = self.path.to_string_lossy().into_owned();
         let dest_str = dest.to_string_lossy().into_owned();
-        git(
+        let local = self.options.local();
+        git_with(
             "clone",
             &[
                 "clone",
@@ -420,12 +513,16 @@ impl Mirror {
                 &dest_str,
             ],
             None,
+            None,
+            &local,
         )
         .await?;
-        git(
+        git_with(
             "checkout",
             &["checkout", "--quiet", "--detach", commit],
             Some(dest),
+            None,
+            &local,
         )
         .await?;
         Ok(())
@@ -434,18 +531,18 @@ impl Mirror {
     /// `Name <email>` of the author of `commit`.
     pub async fn commit_author(&self, commit: &str) -> Result<String, GitError> {
         check_ref(commit)?;
-        let out = git(
-            "log",
-            &[
+        let out = self
+            .git(
                 "log",
-                "-1",
-                "--format=%an <%ae>",
-                "--end-of-options",
-                commit,
-            ],
-            Some(&self.path),
-        )
-        .await?;
+                &[
+                    "log",
+                    "-1",
+                    "--format=%an <%ae>",
+                    "--end-of-options",
+                    commit,
+                ],
+            )
+            .await?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }
 
@@ -472,7 +569,7 @@ impl Mirror {
                 commit,
             ],
         };
-        let out = git("diff", &args, Some(&self.path)).await?;
+        let out = self.git("diff", &args).await?;
         Ok(String::from_utf8_lossy(&out).trim_end().to_owned())
     }
 }
@@ -491,13 +588,30 @@ pub fn has_embedded_credentials(repo: &str) -> bool {
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
-/// Checks that `repo` is a reachable git repository, without cloning it.
-pub async fn check_remote(repo: &str) -> Result<(), GitError> {
-    check_remote_with(repo, None).await
+/// The directory a local repository address names (`/srv/repo`, `./repo`, `file:///srv/repo`),
+/// or `None` for a remote address (`https://…`, `host:path`, `ssh://…`).
+pub fn local_path(repo: &str) -> Option<PathBuf> {
+    if let Some(rest) = repo.strip_prefix("file://") {
+        return Some(PathBuf::from(rest));
+    }
+    if repo.contains("://") {
+        return None;
+    }
+    // git's rule: a colon before the first slash makes `host:path` an scp-like SSH address.
+    match (repo.find(':'), repo.find('/')) {
+        (Some(colon), Some(slash)) if colon < slash => None,
+        (Some(_), None) => None,
+        _ => Some(PathBuf::from(repo)),
+    }
 }
 
-/// [`check_remote`] with credentials for the remote.
-pub async fn check_remote_with(repo: &str, auth: Option<&GitAuth>) -> Result<(), GitError> {
+/// Checks that `repo` is a reachable git repository over an allowed transport, without
+/// cloning it, with credentials for the remote when there are any.
+pub async fn check_remote_with(
+    repo: &str,
+    auth: Option<&GitAuth>,
+    options: &GitOptions,
+) -> Result<(), GitError> {
     if repo.is_empty() || repo.starts_with('-') {
         return Err(GitError::Failed {
             op: "ls-remote",
@@ -509,6 +623,7 @@ pub async fn check_remote_with(repo: &str, auth: Option<&GitAuth>) -> Result<(),
         &["ls-remote", "--quiet", "--", repo, "HEAD"],
         None,
         auth,
+        options,
     )
     .await
     .map(|_| ())
@@ -583,12 +698,121 @@ mod tests {
 
     #[tokio::test]
     async fn git_errors_are_masked_with_the_password() {
-        let error = check_remote_with("/nonexistent/pw-Qm5Tr7", Some(&auth("pw-Qm5Tr7")))
+        let error = check_remote_with(
+            "/nonexistent/pw-Qm5Tr7",
+            Some(&auth("pw-Qm5Tr7")),
+            &GitOptions::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("/nonexistent/***"), "{error}");
+        assert!(!error.contains("pw-Qm5Tr7"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn transports_not_allowed_are_refused_by_git_at_once() {
+        let options = GitOptions {
+            timeout: Duration::from_secs(20),
+            ..GitOptions::default()
+        };
+        let started = std::time::Instant::now();
+        for (repo, transport) in [
+            ("fd::3", "fd"),
+            ("ext::sh -c touch% /tmp/ferry-ext-pwned", "ext"),
+            ("http://127.0.0.1:9/repo.git", "http"),
+            ("git://127.0.0.1:9/repo.git", "git"),
+        ] {
+            let error = check_remote_with(repo, None, &options)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("transport '{transport}' not allowed")),
+                "{repo}: {error}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!Path::new("/tmp/ferry-ext-pwned").exists());
+        // Local paths are a deployment's choice.
+        let repo = tempfile::tempdir().unwrap();
+        std::process::Command::new("git")
+            .args(["init", "--quiet"])
+            .arg(repo.path())
+            .status()
+            .unwrap();
+        let path = repo.path().to_str().unwrap();
+        check_remote_with(path, None, &options).await.unwrap();
+        let remote_only = GitOptions {
+            protocols: vec![Protocol::Https, Protocol::Ssh],
+            ..options
+        };
+        let error = check_remote_with(path, None, &remote_only)
             .await
             .unwrap_err()
             .to_string();
-        assert!(error.contains("/nonexistent/***"), "{error}");
-        assert!(!error.contains("pw-Qm5Tr7"), "{error}");
+        assert!(error.contains("transport 'file' not allowed"), "{error}");
+    }
+
+    /// Every process of a running git, on loopback.
+    fn processes_naming(needle: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.contains(needle) {
+                    found.push(cmdline);
+                }
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn a_remote_that_never_answers_times_out_and_its_processes_die() {
+        // Accepts connections and never says a word: git's TLS handshake waits forever.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _held = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            for conn in listener.incoming() {
+                conns.push(conn);
+            }
+        });
+        let repo = format!("https://127.0.0.1:{port}/never.git");
+        let options = GitOptions {
+            timeout: Duration::from_secs(2),
+            ..GitOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let error = check_remote_with(&repo, None, &options).await.unwrap_err();
+        assert!(matches!(error, GitError::Timeout { .. }), "{error}");
+        assert!(error.to_string().contains("within 2s"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+        // git and its `git-remote-https` helper are gone, not left waiting.
+        let needle = format!("127.0.0.1:{port}");
+        for _ in 0..50 {
+            if processes_naming(&needle).is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("still running: {:?}", processes_naming(&needle));
+    }
+
+    #[test]
+    fn local_addresses_are_told_from_remote_ones() {
+        for (repo, local) in [
+            ("/srv/repos/infra", Some("/srv/repos/infra")),
+            ("./infra", Some("./infra")),
+            ("file:///srv/infra.git", Some("/srv/infra.git")),
+            ("https://git.example.com/infra.git", None),
+            ("ssh://git@host/infra.git", None),
+            ("git@host:org/infra.git", None),
+            ("host:infra", None),
+        ] {
+            assert_eq!(local_path(repo).as_deref(), local.map(Path::new), "{repo}");
+        }
     }
 
     #[test]

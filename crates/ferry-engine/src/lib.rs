@@ -81,6 +81,8 @@ pub struct EngineConfig {
     pub passthrough_env: Vec<(String, String)>,
     /// Where actions reach the built-in state backend (`http://127.0.0.1:8080`).
     pub backend_url: String,
+    /// Which transports git may fetch projects over, and how long one git operation may take.
+    pub git: git::GitOptions,
 }
 
 /// How actions are confined (docs/security.md).
@@ -254,6 +256,32 @@ impl Engine {
         &self.inner.config.data_dir
     }
 
+    /// Checks that `repo` can be a project's repository: reachable now over a transport the
+    /// server allows, and, when it is a local path, not inside Ferry's data or work dir (the
+    /// mirrors of other projects live there).
+    pub async fn check_remote(
+        &self,
+        repo: &str,
+        auth: Option<&git::GitAuth>,
+    ) -> std::result::Result<(), git::GitError> {
+        if let Some(path) = git::local_path(repo) {
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            for own in [&self.inner.config.data_dir, &self.inner.config.work_dir] {
+                let own = std::fs::canonicalize(own).unwrap_or_else(|_| own.clone());
+                if path.starts_with(&own) {
+                    return Err(git::GitError::Failed {
+                        op: "ls-remote",
+                        message: format!(
+                            "`{repo}` is inside Ferry's own directory {}; a project cannot be fetched from there",
+                            own.display()
+                        ),
+                    });
+                }
+            }
+        }
+        git::check_remote_with(repo, auth, &self.inner.config.git).await
+    }
+
     /// A run's checkout and Terraform data; every action runs inside it.
     pub(crate) fn work_dir(&self, run: RunId) -> PathBuf {
         self.inner.config.work_dir.join(format!("run-{run}"))
@@ -379,10 +407,13 @@ impl Engine {
         let lock = self.repo_lock(project.id);
         let _guard = lock.lock().await;
         let auth = self.git_auth(project).await?;
-        Ok(
-            git::Mirror::sync_with(&project.repo, &self.mirror_path(project.id), auth.as_ref())
-                .await?,
+        Ok(git::Mirror::sync_with(
+            &project.repo,
+            &self.mirror_path(project.id),
+            auth.as_ref(),
+            &self.inner.config.git,
         )
+        .await?)
     }
 
     /// The project's mirror, for checking out `commit`: fetched only when it lacks the commit
@@ -396,12 +427,19 @@ impl Engine {
         let _guard = lock.lock().await;
         let mirror = git::Mirror {
             path: self.mirror_path(project.id),
+            options: self.inner.config.git.clone(),
         };
         if mirror.path.join("HEAD").exists() && mirror.has_commit(commit).await {
             return Ok(mirror);
         }
         let auth = self.git_auth(project).await?;
-        Ok(git::Mirror::sync_with(&project.repo, &mirror.path, auth.as_ref()).await?)
+        Ok(git::Mirror::sync_with(
+            &project.repo,
+            &mirror.path,
+            auth.as_ref(),
+            &self.inner.config.git,
+        )
+        .await?)
     }
 
     /// The project, its refreshed mirror, the ref (default: the default branch) and the

@@ -160,10 +160,11 @@ fn matches_any(patterns: &[String], git_ref: &str) -> bool {
     })
 }
 
-/// One reference of the pipeline bound to the value it resolved to.
+/// One reference of the pipeline bound to the value it resolved to. A name mapped twice
+/// (`{ name: S, as: A }` and `{ name: S, file: s.txt }`) is two references sharing one value.
 struct Bound {
     reference: SecretRef,
-    resolved: Resolved,
+    resolved: Arc<Resolved>,
 }
 
 /// The secrets and parameters of one run, resolved when its driver starts (and checked when
@@ -234,15 +235,17 @@ impl RunSecrets {
                     write_private_file(&dir.join(rel), value)?;
                 }
             }
-            used.push(&bound.resolved);
+            used.push(&*bound.resolved);
         }
         let key = |r: &Resolved| (r.id, r.version);
+        let mut seen = std::collections::HashSet::new();
         used.retain(|r| {
-            !self
-                .recorded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&key(r))
+            seen.insert(key(r))
+                && !self
+                    .recorded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&key(r))
         });
         engine
             .store()
@@ -328,10 +331,15 @@ pub(crate) async fn resolve(
             recorded: Default::default(),
         }));
     }
-    let mut wanted = Vec::new();
+    // Each name is resolved once, however many references map it.
+    let mut wanted: Vec<(SecretKind, SecretName)> = Vec::new();
     for (kind, r) in &refs {
         match SecretName::parse(&r.name) {
-            Ok(name) => wanted.push((*kind, name)),
+            Ok(name) => {
+                if !wanted.iter().any(|(k, n)| k == kind && *n == name) {
+                    wanted.push((*kind, name));
+                }
+            }
             Err(e) => return Ok(Err(format!("{pipeline_path}: {e}"))),
         }
     }
@@ -355,18 +363,20 @@ pub(crate) async fn resolve(
         }
         let mut bound = Vec::new();
         for resolved in found {
-            let reference = refs
-                .iter()
-                .find(|(k, r)| *k == resolved.kind && r.name == resolved.name.as_str())
-                .map(|(_, r)| (*r).clone())
-                .expect("resolved only what was asked");
             if resolved.kind == SecretKind::Secret {
                 values.push(resolved.value.expose().to_vec());
             }
-            bound.push(Bound {
-                reference,
-                resolved,
-            });
+            let resolved = Arc::new(resolved);
+            // Every reference of this name gets the value, in the order the file lists them.
+            for (_, reference) in refs
+                .iter()
+                .filter(|(k, r)| *k == resolved.kind && r.name == resolved.name.as_str())
+            {
+                bound.push(Bound {
+                    reference: (*reference).clone(),
+                    resolved: Arc::clone(&resolved),
+                });
+            }
         }
         envs.insert(environment.name.clone(), bound);
     }

@@ -240,7 +240,7 @@ fn split(
     let Ok(dir) = std::fs::canonicalize(dir) else {
         return;
     };
-    if hidden.iter().any(|h| dir == *h) {
+    if hidden.contains(&dir) {
         return;
     }
     if !inside_hidden_ok && hidden.iter().any(|h| dir.starts_with(h)) {

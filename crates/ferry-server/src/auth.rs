@@ -140,14 +140,15 @@ impl Identity {
     }
 }
 
-/// The address a request came from: the peer, or — when the peer is a trusted proxy — the
-/// nearest untrusted address in `X-Forwarded-For`.
+/// The address a request came from: the peer's IP (never its port: login throttling counts
+/// per address, and a new connection must not be a new address), or — when the peer is a
+/// trusted proxy — the nearest untrusted address in `X-Forwarded-For`.
 pub(crate) fn client_address(parts: &Parts, trusted: &[IpAddr]) -> String {
     let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
         return "local".to_owned();
     };
     if !trusted.contains(&peer.ip()) {
-        return peer.to_string();
+        return peer.ip().to_string();
     }
     let forwarded: Vec<IpAddr> = parts
         .headers
@@ -164,7 +165,7 @@ pub(crate) fn client_address(parts: &Parts, trusted: &[IpAddr]) -> String {
         .find(|a| !trusted.contains(a))
         .or(forwarded.first())
         .map(|a| a.to_string())
-        .unwrap_or_else(|| peer.to_string())
+        .unwrap_or_else(|| peer.ip().to_string())
 }
 
 /// The CSRF token of a session: derived from the cookie value, so nothing more is stored and

@@ -129,6 +129,7 @@ impl From<ferry_engine::Error> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_ref", e.to_string())
             }
             E::Git(GitError::Failed { .. }) => ApiError::new(status, "git_error", e.to_string()),
+            E::Git(GitError::Timeout { .. }) => ApiError::new(status, "git_timeout", e.to_string()),
             E::Git(GitError::Spawn(_)) => ApiError::internal(e),
             E::NoPipeline { .. } => ApiError::new(status, "no_pipeline", e.to_string()),
             E::PipelineNotFound { .. } => {

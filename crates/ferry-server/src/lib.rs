@@ -265,6 +265,9 @@ pub struct ServerConfig {
     pub work_dir: Option<PathBuf>,
     /// How actions are confined.
     pub sandbox: SandboxConfig,
+    /// Git transports allowed for projects' repositories and the time limit of one git
+    /// operation.
+    pub git: ferry_engine::git::GitOptions,
 }
 
 /// `--insecure-no-sandbox` and the extra paths to hide from actions.
@@ -548,6 +551,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         path_var: config.path_var.clone(),
         passthrough_env: config.passthrough_env.clone(),
         backend_url,
+        git: config.git.clone(),
     };
     let master = Arc::new(master);
     let engine = Engine::new(engine_config, store, master.clone());

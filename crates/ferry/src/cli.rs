@@ -259,6 +259,7 @@ async fn server(g: &Global, args: ServerArgs) -> Result<ExitCode> {
         tls: config.tls.clone(),
         work_dir: Some(config.work_dir.clone()),
         sandbox: config.sandbox.clone(),
+        git: config.git.clone(),
     };
     if config.sandbox.insecure_no_sandbox {
         eprintln!("WARNING: --insecure-no-sandbox: actions run UNCONFINED; code from any commit can read the data dir, the master key and every secret");

@@ -39,6 +39,11 @@ pub(crate) struct RawConfig {
     pub sandbox_hide: Option<Vec<PathBuf>>,
     /// Directories every action may also write (a shared cache), never inside the data dir.
     pub sandbox_writable: Option<Vec<PathBuf>>,
+    /// Git transports projects may use: `https`, `ssh`, `file` (local paths) by default;
+    /// `http` and `git` only when listed.
+    pub git_protocols: Option<Vec<String>>,
+    /// Time limit of one git operation (clone, fetch, ls-remote, checkout): default `10m`.
+    pub git_timeout: Option<String>,
 }
 
 impl RawConfig {
@@ -138,6 +143,7 @@ pub(crate) struct Config {
     pub tls: Option<ferry_server::TlsFiles>,
     pub work_dir: PathBuf,
     pub sandbox: ferry_server::SandboxConfig,
+    pub git: ferry_engine::git::GitOptions,
 }
 
 fn duration(what: &str, text: &str) -> Result<Duration> {
@@ -257,6 +263,27 @@ impl Config {
                 .map(absolute)
                 .collect::<Result<_>>()?,
         };
+        let mut git = ferry_engine::git::GitOptions::default();
+        if let Some(names) = file.git_protocols {
+            git.protocols = Vec::new();
+            for name in names {
+                let protocol = ferry_engine::git::Protocol::parse(&name).with_context(|| {
+                    format!("git_protocols: `{name}` is not one of https, ssh, http, git, file")
+                })?;
+                if !git.protocols.contains(&protocol) {
+                    git.protocols.push(protocol);
+                }
+            }
+            if git.protocols.is_empty() {
+                bail!("git_protocols is empty: list at least one of https, ssh, http, git, file");
+            }
+        }
+        if let Some(text) = file.git_timeout {
+            git.timeout = duration("git timeout", &text)?;
+            if git.timeout.is_zero() {
+                bail!("git timeout must be more than 0s");
+            }
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -268,6 +295,7 @@ impl Config {
             tls,
             work_dir,
             sandbox,
+            git,
         })
     }
 
@@ -310,6 +338,8 @@ impl Config {
             "sandbox": self.sandbox_summary(),
             "sandbox_hidden": self.sandbox.hidden.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "sandbox_writable": self.sandbox.writable.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "git_protocols": self.git.protocols.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+            "git_timeout": humantime::format_duration(self.git.timeout).to_string(),
         })
     }
 
@@ -361,6 +391,33 @@ mod tests {
             "{err:#}"
         );
         assert!(toml::from_str::<RawConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn git_transports_and_timeout_resolve_and_unknown_ones_are_named() {
+        let config = Config::resolve(RawConfig::default(), Overrides::default()).unwrap();
+        let printed = config.redacted();
+        assert_eq!(
+            printed["git_protocols"],
+            serde_json::json!(["https", "ssh", "file"])
+        );
+        assert_eq!(printed["git_timeout"], "10m");
+        let file: RawConfig =
+            toml::from_str("git_protocols = [\"https\", \"http\"]\ngit_timeout = \"30s\"\n")
+                .unwrap();
+        let config = Config::resolve(file, Overrides::default()).unwrap();
+        use ferry_engine::git::Protocol;
+        assert_eq!(config.git.protocols, [Protocol::Https, Protocol::Http]);
+        assert_eq!(config.git.timeout, Duration::from_secs(30));
+        for (text, expected) in [
+            ("git_protocols = [\"ext\"]", "`ext` is not one of"),
+            ("git_protocols = []", "git_protocols is empty"),
+            ("git_timeout = \"0s\"", "more than 0s"),
+        ] {
+            let file: RawConfig = toml::from_str(text).unwrap();
+            let err = Config::resolve(file, Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{text}: {err:#}");
+        }
     }
 
     #[test]

@@ -86,7 +86,9 @@ async fn check_reachable(
         Some(git) => Some(state.engine.resolve_git_auth(name, project_id, git).await?),
         None => None,
     };
-    ferry_engine::git::check_remote_with(repo, auth.as_ref())
+    state
+        .engine
+        .check_remote(repo, auth.as_ref())
         .await
         .map_err(|e| {
             ApiError::new(

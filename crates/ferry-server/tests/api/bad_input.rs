@@ -126,6 +126,44 @@ async fn malformed_requests_get_json_4xx_errors() {
         .await
         .assert_error(422, "repo_unreachable");
     assert!(body.message.contains("no-such-repo"), "{body:?}");
+    // Transports git is not allowed to use are refused by git at once: `fd::3` used to leave
+    // `git remote-fd` waiting forever, `ext::` runs a command.
+    let started = std::time::Instant::now();
+    for (repo, transport) in [
+        ("fd::3", "fd"),
+        ("ext::sh -c id", "ext"),
+        ("git://127.0.0.1:9/infra.git", "git"),
+    ] {
+        let body = server
+            .call(
+                "POST",
+                "/api/v1/projects",
+                Some(json!({"name": "transport", "repo": repo})),
+            )
+            .await
+            .assert_error(422, "repo_unreachable");
+        assert!(
+            body.message
+                .contains(&format!("transport '{transport}' not allowed")),
+            "{repo}: {body:?}"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Ferry's own mirrors (another project's code) are not a repository for a new project.
+    let own_mirror = server.data_dir().join("repos");
+    std::fs::create_dir_all(&own_mirror).unwrap();
+    let body = server
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(json!({"name": "inside", "repo": own_mirror.display().to_string()})),
+        )
+        .await
+        .assert_error(422, "repo_unreachable");
+    assert!(
+        body.message.contains("inside Ferry's own directory"),
+        "{body:?}"
+    );
     // A password in the address would be stored, listed and audited: refused, and not echoed.
     let body = server
         .call(

@@ -104,6 +104,7 @@ impl TestServer {
             tls: None,
             work_dir: Some(work.path().to_owned()),
             sandbox: Default::default(),
+            git: Default::default(),
         };
         adjust(&mut config);
         let server = ferry_server::start(config).await.expect("server starts");

@@ -116,7 +116,29 @@ async fn private_repositories_are_fetched_with_a_secret_from_the_store() {
     repo.write("ferry.yaml", YAML).write("main.tf", TF);
     repo.commit("initial");
     let git = GitServer::start(repo.path());
-    let server = TestServer::start().await;
+    // Plain HTTP is off unless configured: git itself refuses the transport, at once.
+    let strict = TestServer::start().await;
+    let (status, body) = api_error(
+        strict
+            .admin
+            .projects_create(&ProjectCreate {
+                name: "private".into(),
+                repo: git.url.clone(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!((status, body.code.as_str()), (422, "repo_unreachable"));
+    assert!(
+        body.message.contains("transport 'http' not allowed"),
+        "{body:?}"
+    );
+    strict.stop().await;
+    let server = TestServer::start_with(
+        |config| config.git.protocols.push(ferry_engine::git::Protocol::Http),
+        reqwest::Client::new(),
+    )
+    .await;
     let admin = server.admin.clone();
     let mut served = Vec::new();
 

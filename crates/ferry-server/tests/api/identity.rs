@@ -1006,11 +1006,15 @@ async fn tls_termination_and_trusted_proxy_addresses() {
 async fn logins_are_throttled_per_source_address() {
     let server = TestServer::start_with(
         |config| config.access.login_max_per_source = 3,
-        reqwest::Client::new(),
+        // No connection is reused: every login comes from a new source port.
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
     )
     .await;
-    // Three different accounts from one address: the address is throttled, whatever the
-    // account (password spraying).
+    // Three different accounts from one address, each over a new connection (a new source
+    // port): the address is throttled, whatever the account (password spraying).
     for user in ["u1", "u2", "u3"] {
         login(&server, user, "spray spray spray")
             .await

@@ -30,8 +30,10 @@ secrets:
   - { name: TF_PASSWORD, as: TF_VAR_db_password }
   - { name: FILE_SECRET, file: creds/key.txt }
   - { name: APPLY_ONLY, as: APPLY_ONLY, stages: [apply, verify] }
+  - { name: FILE_SECRET, as: FILE_AS_ENV }
 params:
   - { name: REGION, as: REGION }
+  - { name: REGION, as: REGION_AGAIN }
 stages:
   test:
     - |
@@ -48,6 +50,8 @@ stages:
       test -z "$APPLY_ONLY" && echo "apply-only absent in test"
     - |
       echo "region=$REGION"
+    - |
+      echo "region again=$REGION_AGAIN"; test "$FILE_AS_ENV" = "$(cat "$FERRY_SECRETS_DIR/creds/key.txt")" && echo "file secret mapped twice"
     - |
       echo "backend: $TF_HTTP_PASSWORD"
   verify:
@@ -169,6 +173,8 @@ async fn canary_secrets_never_leave_the_store_unmasked() {
         "mode 600",
         "apply-only absent in test",
         "region=eu-west-1",
+        "region again=eu-west-1",
+        "file secret mapped twice",
         "backend: ***",
         "apply-only: ***",
         "test's secret dir removed",
