@@ -43,6 +43,17 @@ impl Role {
             Role::Admin => true,
         }
     }
+
+    /// The roles that carry `permission`, for refusals that say what would be needed
+    /// (`operator or admin`).
+    pub fn granting(permission: Permission) -> String {
+        let names: Vec<&str> = Role::ALL
+            .iter()
+            .filter(|r| r.permits(permission))
+            .map(|r| r.as_str())
+            .collect();
+        names.join(" or ")
+    }
 }
 
 /// A role on a project (`None`: every project) and an environment (`None`: every

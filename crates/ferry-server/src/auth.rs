@@ -131,6 +131,19 @@ impl Identity {
         }
     }
 
+    /// Who this identity is when it holds a state lock: its run for a run's credential, the
+    /// person for a session or personal token, the token itself for a service token.
+    pub(crate) fn lock_owner(&self) -> ferry_store::LockOwner {
+        match (&self.scope, &self.user, &self.credential) {
+            (Some(scope), _, _) => ferry_store::LockOwner::Run(scope.run_id),
+            (None, Some(user), _) => ferry_store::LockOwner::User(user.clone()),
+            (None, None, Credential::Token { id }) => ferry_store::LockOwner::Token(*id),
+            (None, None, Credential::Session { .. }) => {
+                ferry_store::LockOwner::User(self.name.clone())
+            }
+        }
+    }
+
     pub(crate) fn allows(&self, permission: Permission, target: &Target<'_>) -> bool {
         self.grants.allows(permission, target)
     }

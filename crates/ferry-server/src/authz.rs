@@ -552,15 +552,24 @@ async fn decide(state: &AppState, request: Request) -> Result<Request, Response>
                 _ => hidden("project", ""),
             })
         } else if !identity.allows(permission, &target) {
+            let roles = ferry_core::Role::granting(permission);
+            // Raw state and plans hold secret values in clear: say so, not just "read_raw".
+            let why = if permission == ReadRaw {
+                " (raw state holds secret values in clear)"
+            } else {
+                ""
+            };
             Some(ApiError::forbidden(match target {
                 Target::Global => {
                     format!("this needs the {permission} permission on Ferry as a whole (an admin)")
                 }
                 Target::Project(p) => {
-                    format!("this needs the {permission} permission in project {p}")
+                    format!("this needs the {permission} permission in project {p}: the {roles} role{why}")
                 }
                 Target::Environment(p, e) => {
-                    format!("this needs the {permission} permission in {p}/{e}")
+                    format!(
+                        "this needs the {permission} permission in {p}/{e}: the {roles} role{why}"
+                    )
                 }
             }))
         } else {

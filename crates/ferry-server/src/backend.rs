@@ -292,7 +292,7 @@ async fn lock(
     match state
         .engine
         .store()
-        .state_lock(&identity.actor(), addr, &info)
+        .state_lock(&identity.actor(), &identity.lock_owner(), addr, &info)
         .await?
     {
         LockDecision::Acquired | LockDecision::AlreadyHeld => {
@@ -325,13 +325,23 @@ async fn unlock(
     match state
         .engine
         .store()
-        .state_unlock(&identity.actor(), addr, &request, may_force)
+        .state_unlock(
+            &identity.actor(),
+            &identity.lock_owner(),
+            addr,
+            &request,
+            may_force,
+        )
         .await?
     {
-        UnlockOutcome::Released | UnlockOutcome::NotLocked => Ok(StatusCode::OK.into_response()),
-        UnlockOutcome::Conflict(holder) => Ok(lock_response(StatusCode::CONFLICT, &holder)),
-        UnlockOutcome::ForceDenied(_) => {
-            Err(ApiError::forbidden("force-unlock needs an admin token"))
+        UnlockOutcome::Released | UnlockOutcome::ForceReleased(_) | UnlockOutcome::NotLocked => {
+            Ok(StatusCode::OK.into_response())
         }
+        UnlockOutcome::Conflict(holder) => Ok(lock_response(StatusCode::CONFLICT, &holder)),
+        UnlockOutcome::ForceDenied { holder, locked_by } => Err(ApiError::forbidden(format!(
+            "lock {} is held by {}; releasing another identity's lock is a force-unlock, which needs an admin token",
+            holder.id,
+            locked_by.as_deref().unwrap_or("another identity")
+        ))),
     }
 }

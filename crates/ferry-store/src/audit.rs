@@ -269,6 +269,36 @@ impl Store {
         self.audit.checkpoint(&record)
     }
 
+    /// Appends `entry` and emits the state event `kind` (`STATE_ROLLED_BACK`, …) for the
+    /// environment `project`/`environment` in one transaction: both exist, or neither.
+    /// The event's details are the entry's.
+    pub async fn audit_state_event(
+        &self,
+        actor: &Actor,
+        entry: AuditEntry,
+        kind: ferry_core::EventType,
+        (project, environment): (&str, &str),
+        reason: &str,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        let record = self.audit.append(&mut tx, actor, &entry).await?;
+        crate::events::emit_state_in(
+            &mut tx,
+            kind,
+            project,
+            environment,
+            None,
+            &actor.name,
+            Some(reason),
+            entry.details.clone(),
+        )
+        .await?;
+        tx.commit().await?;
+        self.audit.checkpoint(&record)?;
+        self.events_committed();
+        Ok(())
+    }
+
     /// Appends within `tx`; the caller must call [`Store::audit_committed`] after commit.
     pub(crate) async fn audit_in(
         &self,

@@ -61,6 +61,70 @@ pub(crate) async fn emit_in(
     reason: Option<&str>,
     details: serde_json::Value,
 ) -> Result<()> {
+    let about = About {
+        project: &run.project,
+        pipeline: &run.pipeline,
+        run_id: run.id.0,
+        run_number: run.number.0,
+        commit: &run.commit_sha,
+    };
+    insert_event(conn, kind, about, at, actor, reason, details).await
+}
+
+/// An event about a state rather than a run (`STATE_FORCE_UNLOCKED`, `STATE_ROLLED_BACK`):
+/// attached to `run` when one is involved (the run whose lock was removed), otherwise with
+/// run id and number 0 and an empty pipeline and commit.
+pub(crate) async fn emit_state_in(
+    conn: &mut SqliteConnection,
+    kind: EventType,
+    project: &str,
+    environment: &str,
+    run: Option<&Run>,
+    actor: &str,
+    reason: Option<&str>,
+    details: serde_json::Value,
+) -> Result<()> {
+    let about = match run {
+        Some(run) => About {
+            project,
+            pipeline: &run.pipeline,
+            run_id: run.id.0,
+            run_number: run.number.0,
+            commit: &run.commit_sha,
+        },
+        None => About {
+            project,
+            pipeline: "",
+            run_id: 0,
+            run_number: 0,
+            commit: "",
+        },
+    };
+    let at = EventAt {
+        environment: Some(environment),
+        ..EventAt::default()
+    };
+    insert_event(conn, kind, about, at, actor, reason, details).await
+}
+
+/// Which project and run an event belongs to.
+struct About<'a> {
+    project: &'a str,
+    pipeline: &'a str,
+    run_id: i64,
+    run_number: i64,
+    commit: &'a str,
+}
+
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    kind: EventType,
+    about: About<'_>,
+    at: EventAt<'_>,
+    actor: &str,
+    reason: Option<&str>,
+    details: serde_json::Value,
+) -> Result<()> {
     let details = match details {
         serde_json::Value::Null => "{}".to_owned(),
         other => other.to_string(),
@@ -71,14 +135,14 @@ pub(crate) async fn emit_in(
     )
     .bind(kind.as_str())
     .bind(now())
-    .bind(&run.project)
-    .bind(&run.pipeline)
-    .bind(run.id.0)
-    .bind(run.number.0)
+    .bind(about.project)
+    .bind(about.pipeline)
+    .bind(about.run_id)
+    .bind(about.run_number)
     .bind(at.environment)
     .bind(at.stage)
     .bind(at.action)
-    .bind(&run.commit_sha)
+    .bind(about.commit)
     .bind(actor)
     .bind(reason)
     .bind(details)

@@ -45,7 +45,9 @@ pub use model::*;
 pub use policy::{NewWaiver, PolicyReportRow, WaiverRow};
 pub use secrets::{Resolved, Scope, SecretKind, SecretMeta, SecretName};
 pub use state_ops::{PrunedVersions, StateListing, VersionInfo};
-pub use states::{NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome};
+pub use states::{
+    LockOwner, NewStateVersion, StateAddr, StateRow, StateVersion, UnlockOutcome, WriteOutcome,
+};
 
 /// Errors from the store. Expected conflicts carry what the caller needs to explain them.
 #[derive(Debug, thiserror::Error)]

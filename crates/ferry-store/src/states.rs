@@ -44,6 +44,8 @@ pub struct StateRow {
     pub current_version: Option<i64>,
     pub lock: Option<LockInfo>,
     pub locked_by: Option<String>,
+    /// Who took the lock, as a [`LockOwner`] key (`None` for locks older than the column).
+    pub lock_owner: Option<String>,
     pub retention_days: i64,
     pub retention_keep: i64,
     pub created_at: String,
@@ -88,11 +90,58 @@ pub enum WriteOutcome {
 
 #[derive(Debug)]
 pub enum UnlockOutcome {
+    /// The holder released its own lock.
     Released,
+    /// Someone removed a lock: an admin, or the holder through `terraform force-unlock`;
+    /// audited as `state.force_unlock` and emitted as `STATE_FORCE_UNLOCKED`.
+    ForceReleased(LockInfo),
     NotLocked,
     Conflict(LockInfo),
-    /// A force-unlock by someone who may not force it.
-    ForceDenied(LockInfo),
+    /// A force-unlock (or a release of another identity's lock) by someone who may not force
+    /// it; `locked_by` names the holder.
+    ForceDenied {
+        holder: LockInfo,
+        locked_by: Option<String>,
+    },
+}
+
+/// Who holds a lock, for deciding whether releasing it is the holder's own UNLOCK or a
+/// force-unlock. A run's actions each have their own credential, so a run owns its locks as a
+/// whole; people and service tokens own theirs by identity, never by a name another kind of
+/// identity could also carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOwner {
+    Run(i64),
+    User(String),
+    Token(i64),
+}
+
+impl LockOwner {
+    pub fn key(&self) -> String {
+        match self {
+            LockOwner::Run(id) => format!("run:{id}"),
+            LockOwner::User(name) => format!("user:{name}"),
+            LockOwner::Token(id) => format!("token:{id}"),
+        }
+    }
+
+    /// Whether this identity took the lock of `state` (for a lock taken before owners were
+    /// recorded: whether `actor` is the name that took it).
+    fn holds(&self, state: &StateRow, actor: &Actor) -> bool {
+        match &state.lock_owner {
+            Some(owner) => *owner == self.key(),
+            None => state.locked_by.as_deref() == Some(actor.name.as_str()),
+        }
+    }
+}
+
+/// The run whose action took the lock of `state`, if one did.
+fn holding_run(state: &StateRow) -> Option<i64> {
+    if let Some(owner) = &state.lock_owner {
+        return owner.strip_prefix("run:").and_then(|id| id.parse().ok());
+    }
+    let by = state.locked_by.as_deref()?.strip_prefix("run-")?;
+    by.split('-').next()?.parse().ok()
 }
 
 pub(crate) fn state_row(r: &SqliteRow) -> StateRow {
@@ -106,6 +155,7 @@ pub(crate) fn state_row(r: &SqliteRow) -> StateRow {
         current_version: r.get("current_version"),
         lock,
         locked_by: r.get("locked_by"),
+        lock_owner: r.get("lock_owner"),
         retention_days: r.get("retention_days"),
         retention_keep: r.get("retention_keep"),
         created_at: r.get("created_at"),
@@ -151,7 +201,7 @@ async fn state_or_create(conn: &mut SqliteConnection, addr: StateAddr<'_>) -> Re
     // history (until retention prunes them), but none of them is current.
     let revived = sqlx::query(
         "UPDATE states SET deleted_at = NULL, current_version = NULL, lock_id = NULL, lock_info = NULL, \
-         locked_by = NULL, locked_at = NULL \
+         locked_by = NULL, lock_owner = NULL, locked_at = NULL \
          WHERE project_id = ? AND environment = ? AND name = ? AND deleted_at IS NOT NULL RETURNING *",
     )
     .bind(addr.project_id)
@@ -197,10 +247,11 @@ impl Store {
         Ok(Some((state, current)))
     }
 
-    /// Takes the lock for `request`, or reports the holder.
+    /// Takes the lock for `request` on behalf of `owner`, or reports the holder.
     pub async fn state_lock(
         &self,
         actor: &Actor,
+        owner: &LockOwner,
         addr: StateAddr<'_>,
         request: &LockInfo,
     ) -> Result<LockDecision> {
@@ -210,10 +261,11 @@ impl Store {
         if let LockDecision::Acquired = decision {
             let info =
                 serde_json::to_string(request).map_err(|e| Error::Conflict(e.to_string()))?;
-            sqlx::query("UPDATE states SET lock_id = ?, lock_info = ?, locked_by = ?, locked_at = ? WHERE id = ?")
+            sqlx::query("UPDATE states SET lock_id = ?, lock_info = ?, locked_by = ?, lock_owner = ?, locked_at = ? WHERE id = ?")
                 .bind(&request.id)
                 .bind(info)
                 .bind(&actor.name)
+                .bind(owner.key())
                 .bind(now())
                 .bind(state.id)
                 .execute(&mut *tx)
@@ -223,11 +275,17 @@ impl Store {
         Ok(decision)
     }
 
-    /// Releases the lock. A force-unlock (no lock ID, as `terraform force-unlock` sends) is
-    /// allowed only when `may_force`, and is audited with the holder it removed.
+    /// Releases the lock. The holder's own UNLOCK (the lock's ID, from the identity or run
+    /// that took it) is cheap and not audited. Anything else that removes a held lock is a
+    /// force-unlock — an empty body (`terraform force-unlock`), the holder's ID repeated by
+    /// another identity, an admin's `ferry state unlock` — and needs `may_force` (admin on the
+    /// environment), except that the holder may force-unlock its own lock. A force-unlock is
+    /// audited (`state.force_unlock`, with the holder it removed) and emitted as
+    /// `STATE_FORCE_UNLOCKED`, in the transaction that removes the lock.
     pub async fn state_unlock(
         &self,
         actor: &Actor,
+        owner: &LockOwner,
         addr: StateAddr<'_>,
         request: &LockRequest,
         may_force: bool,
@@ -236,41 +294,72 @@ impl Store {
         let Some(state) = find_state(&mut tx, addr).await? else {
             return Ok(UnlockOutcome::NotLocked);
         };
+        let holds = owner.holds(&state, actor);
         let outcome = match ferry_state::decide_unlock(state.lock.as_ref(), request) {
             UnlockDecision::NotLocked => UnlockOutcome::NotLocked,
             UnlockDecision::Conflict(holder) => UnlockOutcome::Conflict(holder),
-            UnlockDecision::Released => UnlockOutcome::Released,
-            UnlockDecision::Force => match (&state.lock, may_force) {
-                (Some(holder), false) => UnlockOutcome::ForceDenied(holder.clone()),
-                _ => UnlockOutcome::Released,
-            },
+            UnlockDecision::Released if holds => UnlockOutcome::Released,
+            UnlockDecision::Released | UnlockDecision::Force => {
+                let holder = state.lock.clone().unwrap_or_default();
+                if holds || may_force {
+                    UnlockOutcome::ForceReleased(holder)
+                } else {
+                    UnlockOutcome::ForceDenied {
+                        holder,
+                        locked_by: state.locked_by.clone(),
+                    }
+                }
+            }
         };
-        let forced = matches!(
-            ferry_state::decide_unlock(state.lock.as_ref(), request),
-            UnlockDecision::Force
-        );
         let mut record = None;
-        if let UnlockOutcome::Released = outcome {
-            sqlx::query("UPDATE states SET lock_id = NULL, lock_info = NULL, locked_by = NULL, locked_at = NULL WHERE id = ?")
+        if let UnlockOutcome::Released | UnlockOutcome::ForceReleased(_) = outcome {
+            sqlx::query("UPDATE states SET lock_id = NULL, lock_info = NULL, locked_by = NULL, lock_owner = NULL, locked_at = NULL WHERE id = ?")
                 .bind(state.id)
                 .execute(&mut *tx)
                 .await?;
-            if forced {
-                let holder = state.lock.as_ref();
-                let entry =
-                    AuditEntry::new("state.force_unlock", format!("state/{}", addr.display()))
-                        .details(serde_json::json!({
-                            "lock_id": holder.map(|h| h.id.clone()),
-                            "who": holder.map(|h| h.who.clone()),
-                            "operation": holder.map(|h| h.operation.clone()),
-                            "locked_by": state.locked_by,
-                        }));
-                record = Some(self.audit_in(&mut tx, actor, entry).await?);
-            }
+        }
+        if let UnlockOutcome::ForceReleased(holder) = &outcome {
+            let details = serde_json::json!({
+                "state": addr.display(),
+                "lock_id": holder.id,
+                "who": holder.who,
+                "operation": holder.operation,
+                "info": holder.info,
+                "locked_by": state.locked_by,
+                "by_holder": holds,
+            });
+            let entry = AuditEntry::new("state.force_unlock", format!("state/{}", addr.display()))
+                .details(details.clone());
+            record = Some(self.audit_in(&mut tx, actor, entry).await?);
+            let run = match holding_run(&state) {
+                Some(id) => crate::runs::load_run(&mut tx, ferry_core::RunId(id))
+                    .await
+                    .ok(),
+                None => None,
+            };
+            let reason = format!(
+                "lock {} of state {} (held by {}) removed by {}",
+                holder.id,
+                addr.display(),
+                state.locked_by.as_deref().unwrap_or("?"),
+                actor.name
+            );
+            crate::events::emit_state_in(
+                &mut tx,
+                ferry_core::EventType::StateForceUnlocked,
+                addr.project,
+                addr.environment,
+                run.as_ref(),
+                &actor.name,
+                Some(&reason),
+                details,
+            )
+            .await?;
         }
         tx.commit().await?;
         if let Some(record) = record {
             self.audit_committed(&record)?;
+            self.events_committed();
         }
         Ok(outcome)
     }
@@ -392,7 +481,7 @@ impl Store {
                 environment: &state.environment,
                 name: &state.name,
             };
-            sqlx::query("UPDATE states SET lock_id = NULL, lock_info = NULL, locked_by = NULL, locked_at = NULL WHERE id = ?")
+            sqlx::query("UPDATE states SET lock_id = NULL, lock_info = NULL, locked_by = NULL, lock_owner = NULL, locked_at = NULL WHERE id = ?")
                 .bind(state.id)
                 .execute(&mut *tx)
                 .await?;

@@ -29,7 +29,8 @@ pub enum StateCmd {
     },
     /// List a state's versions, newest first.
     Versions { state: String },
-    /// Print a version's exact bytes (admin only; audited).
+    /// Print a version's exact bytes, secret values in clear (operator or admin; audited as
+    /// `state.pull`).
     Pull {
         state: String,
         #[arg(long)]

@@ -1,5 +1,5 @@
 //! Terraform states over the REST API: list, show (resources summarised, never values),
-//! versions, raw pull (admin, audited), diff, lock info and force-unlock, rollback, push,
+//! versions, raw pull (operator or admin, audited), diff, lock info and force-unlock, rollback, push,
 //! soft delete and retention. An environment's main state is `/api/v1/states/{project}/
 //! {environment}`; a named state adds `?name=` to every one of those addresses.
 //!
@@ -313,7 +313,7 @@ pub(crate) async fn state_versions(
     Ok(axum::Json(versions.iter().map(version).collect()))
 }
 
-/// The exact bytes of a version (the current one by default). Needs the operator role (raw state holds sensitive values in clear); audited.
+/// The exact bytes of a version (the current one by default). Needs the operator or admin role (raw state holds secret values in clear); audited as `state.pull`.
 #[utoipa::path(get, path = "/api/v1/states/{project}/{environment}/raw",
     params(("project" = String, Path), ("environment" = String, Path), StateQuery),
     responses((status = 200, content_type = "application/json", body = String), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
@@ -417,11 +417,19 @@ pub(crate) async fn state_unlock(
             .await?
             .ok_or_else(|| ApiError::not_found(format!("{} not found", r.target())))?;
         match store
-            .state_unlock(&identity.actor(), r.addr(), &LockRequest::Force, true)
+            .state_unlock(
+                &identity.actor(),
+                &identity.lock_owner(),
+                r.addr(),
+                &LockRequest::Force,
+                true,
+            )
             .await?
         {
-            UnlockOutcome::Released | UnlockOutcome::NotLocked => Ok(lock(&row)),
-            UnlockOutcome::Conflict(_) | UnlockOutcome::ForceDenied(_) => Err(ApiError::new(
+            UnlockOutcome::Released
+            | UnlockOutcome::ForceReleased(_)
+            | UnlockOutcome::NotLocked => Ok(lock(&row)),
+            UnlockOutcome::Conflict(_) | UnlockOutcome::ForceDenied { .. } => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "state_locked",
                 "the lock could not be released",
@@ -484,7 +492,22 @@ pub(crate) async fn state_rollback(
             "from_version": old.version.number, "new_version": new.number,
             "serial": new.serial, "previous_serial": current.serial, "comment": body.comment,
         }));
-        store.audit(&identity.actor(), entry).await?;
+        let reason = format!(
+            "{} rolled back to version {} (now version {}, serial {})",
+            r.target(),
+            old.version.number,
+            new.number,
+            new.serial
+        );
+        store
+            .audit_state_event(
+                &identity.actor(),
+                entry,
+                ferry_core::EventType::StateRolledBack,
+                (r.addr().project, r.addr().environment),
+                &reason,
+            )
+            .await?;
         Ok(new)
     }
     .await;

@@ -340,6 +340,134 @@ async fn a_held_lock_stops_terraform_and_names_its_holder_until_force_unlocked()
     );
 }
 
+/// Releasing someone else's lock is a force-unlock, however it is asked for: the holder's ID
+/// repeated in an UNLOCK body (which every 423 answer hands out) or `terraform force-unlock`.
+/// An operator may release only its own lock; an admin may release any, audited and emitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_holder_or_an_admin_releases_a_lock() {
+    let mut server = TestServer::start().await;
+    registered(&mut server, "net").await;
+    let ops_a = server.user_with("ops-a", &["operator"]).await;
+    let ops_b = server.user_with("ops-b", &["operator"]).await;
+    let (a, b) = (basic("x", ops_a.token()), basic("x", ops_b.token()));
+    let lock_id = "11111111-2222-3333-4444-555555555555";
+    let holder =
+        json!({"ID": lock_id, "Operation": "OperationTypeApply", "Info": "", "Who": "a@ci",
+        "Version": "1.15.5", "Created": "2026-01-02T03:04:05Z", "Path": ""})
+        .to_string();
+    let (status, body) = raw(
+        &server,
+        "LOCK",
+        "/tf/state/net/dev",
+        Some(&a),
+        holder.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Another operator, by every route: the holder's LockInfo byte for byte, OpenTofu's
+    // force-unlock body (only the ID), an empty body, the GitLab-style DELETE with ?ID=.
+    let tofu = json!({"ID": lock_id, "Operation": "", "Info": "", "Who": "", "Version": "",
+        "Created": "0001-01-01T00:00:00Z", "Path": ""})
+    .to_string();
+    for (method, path, body) in [
+        ("UNLOCK", "/tf/state/net/dev".to_owned(), holder.clone()),
+        ("UNLOCK", "/tf/state/net/dev".to_owned(), tofu.clone()),
+        ("UNLOCK", "/tf/state/net/dev".to_owned(), String::new()),
+        (
+            "DELETE",
+            format!("/tf/state/net/dev/lock?ID={lock_id}"),
+            String::new(),
+        ),
+    ] {
+        let (status, answer) = raw(&server, method, &path, Some(&b), body.into_bytes()).await;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        let error: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert!(
+            error["message"].as_str().unwrap().contains("held by ops-a"),
+            "{answer}"
+        );
+    }
+    // Real Terraform's force-unlock as the other operator: refused, the lock stays.
+    let as_b = Tf::new(&server, "net", "dev", "ops-b", ops_b.token());
+    let (code, out) = as_b.run(&["init", "-input=false"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = as_b.run_plain(&["force-unlock", "-force", lock_id]).await;
+    assert_ne!(
+        code, 0,
+        "an operator cannot force-unlock another's lock: {out}"
+    );
+    let info = server
+        .admin
+        .state_lock_info("net", "dev", None)
+        .await
+        .unwrap();
+    assert_eq!(info.map(|l| l.id), Some(lock_id.to_owned()));
+
+    // The holder's own UNLOCK is cheap: released, not audited, no event.
+    let (status, body) = raw(
+        &server,
+        "UNLOCK",
+        "/tf/state/net/dev",
+        Some(&a),
+        holder.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Taken again by ops-a; an admin's `terraform force-unlock` removes it.
+    let (status, _) = raw(
+        &server,
+        "LOCK",
+        "/tf/state/net/dev",
+        Some(&a),
+        holder.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let as_admin = Tf::new(&server, "net", "dev", "admin", server.admin_token());
+    let (code, out) = as_admin.run(&["init", "-input=false"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = as_admin
+        .run_plain(&["force-unlock", "-force", lock_id])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(server
+        .admin
+        .state_lock_info("net", "dev", None)
+        .await
+        .unwrap()
+        .is_none());
+
+    let events = server
+        .admin
+        .events(0, &[("type", "STATE_FORCE_UNLOCKED".to_owned())])
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(
+        (event.project.as_str(), event.environment.as_deref()),
+        ("net", Some("dev"))
+    );
+    assert_eq!(event.actor, "admin");
+    assert!(
+        event.reason.as_deref().unwrap().contains("held by ops-a"),
+        "{event:?}"
+    );
+    let data = server.stop_keeping_data().await;
+    let unlocks: Vec<(String, String)> = audit_actions(data.path())
+        .await
+        .into_iter()
+        .filter(|(a, _)| a.starts_with("state.") && a.contains("unlock"))
+        .collect();
+    assert_eq!(
+        unlocks,
+        [("state.force_unlock".to_owned(), "admin".to_owned())],
+        "only the admin's force-unlock is audited as one"
+    );
+}
+
 pub(crate) async fn audit_actions(data: &Path) -> Vec<(String, String)> {
     let (key, _) =
         ferry_secrets::MasterKey::load(&ferry_secrets::KeySource::DataDir(data.to_owned()))

@@ -221,6 +221,35 @@ async fn state_ops_list_show_diff_rollback_unlock_and_push() {
     assert_eq!(rolled.status, 200, "{}", rolled.text);
     assert_eq!(rolled.json["serial"].as_i64().unwrap(), current_serial + 1);
     assert!(rolled.json["number"].as_i64().unwrap() > current);
+    // Both the force-unlock and the rollback are events, for notifications to pick up.
+    let events = server
+        .admin
+        .events(
+            0,
+            &[("type", "STATE_FORCE_UNLOCKED,STATE_ROLLED_BACK".to_owned())],
+        )
+        .await
+        .unwrap()
+        .events;
+    let kinds: Vec<(&str, Option<&str>, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.environment.as_deref(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("STATE_FORCE_UNLOCKED", Some("prod"), "admin"),
+            ("STATE_ROLLED_BACK", Some("prod"), "admin")
+        ]
+    );
+    assert!(
+        events[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("rolled back to version"),
+        "{events:?}"
+    );
     // Terraform sees the rolled-back state: with apps=3 it wants to add two again.
     let (code, out) = tf
         .run(&[

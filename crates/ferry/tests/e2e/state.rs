@@ -97,3 +97,65 @@ fn the_state_commands_list_show_pull_and_roll_back_a_pipelines_state() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("PROJECT/ENVIRONMENT"), "{out:?}");
 }
+
+/// Raw state holds secret values in clear: operators (what Terraform needs) and admins may
+/// read it, viewers and approvers may not, on all three surfaces — the backend's `GET`, the
+/// API's `…/raw` and `ferry state pull`.
+#[test]
+fn raw_state_is_for_operators_and_admins_on_every_surface() {
+    let server = Server::start();
+    let repo = repo_with(&[
+        ("ferry.yaml", MINIMAL_FERRY_YAML),
+        ("main.tf", &terraform_data_config(1)),
+    ]);
+    server.add_project("net", &repo);
+    let run = server.trigger("net", &[]);
+    server.wait_status(run, "Succeeded", Duration::from_secs(60));
+    let token = |name: &str, scope: Option<&str>| {
+        let mut args = vec!["token", "create", "--name", name];
+        if let Some(scope) = scope {
+            args.extend(["--scope", scope]);
+        }
+        server.cli(&args).ok().stdout.trim().to_owned()
+    };
+    let admin = std::fs::read_to_string(server.data.join("admin.token")).unwrap();
+    let people = [
+        ("viewer", token("vera", Some("viewer")), false),
+        ("approver", token("abe", None), false),
+        ("operator", token("otto", Some("operator")), true),
+        ("admin", admin.trim().to_owned(), true),
+    ];
+    let http = reqwest::blocking::Client::new();
+    for (role, secret, allowed) in &people {
+        let backend = http
+            .get(format!("{}/tf/state/net/default", server.url))
+            .basic_auth("x", Some(secret))
+            .send()
+            .unwrap();
+        let api = http
+            .get(format!("{}/api/v1/states/net/default/raw", server.url))
+            .bearer_auth(secret)
+            .send()
+            .unwrap();
+        let cli = server.cli_env(
+            &["state", "pull", "net/default"],
+            &[("FERRY_TOKEN", secret)],
+        );
+        if *allowed {
+            assert_eq!(backend.status(), 200, "{role}: backend GET");
+            assert_eq!(api.status(), 200, "{role}: API raw");
+            assert_eq!(cli.code, 0, "{role}: {cli:?}");
+            assert!(cli.stdout.contains("\"lineage\""), "{role}: {cli:?}");
+        } else {
+            assert_eq!(backend.status(), 403, "{role}: backend GET");
+            assert_eq!(api.status(), 403, "{role}: API raw");
+            let error: serde_json::Value = api.json().unwrap();
+            assert!(
+                error["message"].as_str().unwrap().contains("operator"),
+                "{role}: {error}"
+            );
+            assert_ne!(cli.code, 0, "{role}: {cli:?}");
+            assert!(!cli.stdout.contains("lineage"), "{role}: {cli:?}");
+        }
+    }
+}
