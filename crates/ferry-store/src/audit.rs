@@ -285,8 +285,7 @@ impl Store {
         crate::events::emit_state_in(
             &mut tx,
             kind,
-            project,
-            environment,
+            (project, environment),
             None,
             &actor.name,
             Some(reason),

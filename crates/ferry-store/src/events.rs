@@ -77,8 +77,7 @@ pub(crate) async fn emit_in(
 pub(crate) async fn emit_state_in(
     conn: &mut SqliteConnection,
     kind: EventType,
-    project: &str,
-    environment: &str,
+    (project, environment): (&str, &str),
     run: Option<&Run>,
     actor: &str,
     reason: Option<&str>,

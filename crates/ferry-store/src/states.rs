@@ -347,8 +347,7 @@ impl Store {
             crate::events::emit_state_in(
                 &mut tx,
                 ferry_core::EventType::StateForceUnlocked,
-                addr.project,
-                addr.environment,
+                (addr.project, addr.environment),
                 run.as_ref(),
                 &actor.name,
                 Some(&reason),
