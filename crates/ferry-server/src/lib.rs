@@ -199,6 +199,9 @@ pub fn app(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        // Extractor rejections (a body over its limit, a wrong content type) are plain text
+        // in axum; every error Ferry answers is JSON.
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_context,

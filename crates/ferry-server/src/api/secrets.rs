@@ -40,8 +40,20 @@ fn info(meta: SecretMeta) -> api::SecretInfo {
     }
 }
 
+/// A scope names a project and an environment, with the same names as anywhere else, so
+/// `../../etc` or a NUL byte never reaches the store, an audit target or a message.
+fn check_scope(project: Option<&str>, environment: Option<&str>) -> ApiResult<()> {
+    for (what, part) in [("project", project), ("environment", environment)] {
+        if let Some(part) = part.filter(|p| !p.is_empty()) {
+            super::projects::check_name(what, part)?;
+        }
+    }
+    Ok(())
+}
+
 fn parse(name: &str, scope: &api::ScopeQuery) -> ApiResult<(SecretName, Scope)> {
     let name = SecretName::parse(name).map_err(ApiError::bad_request)?;
+    check_scope(scope.project.as_deref(), scope.env.as_deref())?;
     let scope = Scope::from_parts(scope.project.as_deref(), scope.env.as_deref())
         .map_err(ApiError::bad_request)?;
     Ok((name, scope))
@@ -94,6 +106,7 @@ async fn list(
     kind: SecretKind,
     q: ListQuery,
 ) -> ApiResult<Vec<api::SecretInfo>> {
+    check_scope(q.project.as_deref(), None)?;
     let metas = state
         .engine
         .store()
@@ -115,6 +128,7 @@ async fn set(
     body: &[u8],
 ) -> ApiResult<api::SecretInfo> {
     let action = format!("{kind}.set");
+    check_scope(scope.project.as_deref(), scope.env.as_deref())?;
     let target = target(kind, name, scope);
     require_scope_admin(state, identity, scope, &action, &target).await?;
     let result = async {
@@ -150,6 +164,7 @@ async fn delete(
     scope: &api::ScopeQuery,
 ) -> ApiResult<api::SecretInfo> {
     let action = format!("{kind}.remove");
+    check_scope(scope.project.as_deref(), scope.env.as_deref())?;
     let target = target(kind, name, scope);
     require_scope_admin(state, identity, scope, &action, &target).await?;
     let result = async {

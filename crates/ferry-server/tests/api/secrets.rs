@@ -235,6 +235,35 @@ async fn bad_input_gets_a_clear_4xx_and_never_echoes_the_body() {
             "not_found",
         ),
         ("GET", "/api/v1/params/NOT_THERE", None, 404, "not_found"),
+        // Scopes are project and environment names, nothing else.
+        (
+            "PUT",
+            "/api/v1/secrets/OK_NAME?project=net&env=../../etc",
+            Some(json!({ "value": CANARY })),
+            422,
+            "invalid_name",
+        ),
+        (
+            "PUT",
+            "/api/v1/params/OK_NAME?project=net&env=a%00b",
+            Some(json!({ "value": CANARY })),
+            422,
+            "invalid_name",
+        ),
+        (
+            "GET",
+            "/api/v1/params/OK_NAME?project=net&env=a%00b",
+            None,
+            422,
+            "invalid_name",
+        ),
+        (
+            "GET",
+            "/api/v1/secrets?project=..%2F..",
+            None,
+            422,
+            "invalid_name",
+        ),
     ];
     for (method, path, body, status, code) in cases {
         let answer = server.call(method, path, body.clone()).await;
@@ -256,6 +285,23 @@ async fn bad_input_gets_a_clear_4xx_and_never_echoes_the_body() {
         .await;
     answer.assert_error(400, "invalid_body");
     assert!(!answer.text.contains(CANARY));
+    // A body over the limit is refused with a JSON error, not axum's plain text. (3 MiB, not
+    // 100 MB: this binary's bounded-memory test measures the process's peak RSS.)
+    let huge = format!("{{\"value\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    let answer = server
+        .call_raw("PUT", "/api/v1/secrets/OK_NAME", "application/json", &huge)
+        .await;
+    answer.assert_error(413, "too_large");
+    // And a body of the wrong type.
+    let answer = server
+        .call_raw("POST", "/api/v1/projects", "text/plain", "{}")
+        .await;
+    assert!(
+        answer.status == 415 || answer.status == 400,
+        "{}",
+        answer.text
+    );
+    assert!(answer.json.is_object(), "{}", answer.text);
 
     // Failed attempts are audited by code only.
     let audit = std::fs::read(server.data_dir().join("ferry.db")).unwrap();
