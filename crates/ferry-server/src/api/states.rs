@@ -316,7 +316,7 @@ pub(crate) async fn state_versions(
 /// The exact bytes of a version (the current one by default). Needs the operator or admin role (raw state holds secret values in clear); audited as `state.pull`.
 #[utoipa::path(get, path = "/api/v1/states/{project}/{environment}/raw",
     params(("project" = String, Path), ("environment" = String, Path), StateQuery),
-    responses((status = 200, content_type = "application/json", body = String), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, content_type = "application/json", body = Object, description = "the state as Terraform wrote it"), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn state_raw(
     State(state): State<AppState>,
     identity: Identity,

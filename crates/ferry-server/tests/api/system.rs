@@ -380,6 +380,12 @@ async fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         documented, listed,
         "the OpenAPI document and the router differ"
     );
+    // A raw state is Terraform's JSON object, and is declared so.
+    let raw = &paths["/api/v1/states/{project}/{environment}/raw"]["get"]["responses"]["200"];
+    assert_eq!(
+        raw["content"]["application/json"]["schema"]["type"], "object",
+        "{raw}"
+    );
     // Every schema a path refers to exists.
     let schemas = doc.json["components"]["schemas"]
         .as_object()
