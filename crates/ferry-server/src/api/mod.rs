@@ -54,7 +54,7 @@ use utoipa::{Modify, OpenApi};
         ferry_api::TeamMember, ferry_api::RoleGrant, ferry_api::Login, ferry_api::SessionInfo,
         ferry_api::PolicyReport, ferry_api::PolicyFinding, ferry_api::WaiverCreate, ferry_api::Waiver,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     security(("bearer" = [])),
 )]
 pub(crate) struct ApiDoc;
@@ -68,5 +68,74 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Documents the error answers every operation can give besides its own: 401 and 403 from
+/// authorisation (except on the public routes), 404 where the path names something, and 400,
+/// 413, 415 and 422 where there is a request body. All carry [`ferry_api::ErrorBody`].
+struct CommonErrors;
+
+/// Routes anyone may call (see `authz::RULES`).
+const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/api/v1/login",
+];
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let public = PUBLIC.contains(&path.as_str());
+            let names_something = path.contains('{');
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut wanted: Vec<(&str, &str)> = Vec::new();
+                if !public {
+                    wanted.push(("401", "no valid token or session"));
+                    wanted.push(("403", "the identity lacks the role this needs"));
+                }
+                if names_something {
+                    wanted.push(("404", "no such object, or one the identity cannot see"));
+                }
+                if operation.request_body.is_some() {
+                    wanted.push(("400", "the body or query is malformed"));
+                    wanted.push(("413", "the body is over the limit"));
+                    wanted.push(("415", "the body is not JSON"));
+                    wanted.push(("422", "the request is well-formed but refused"));
+                } else if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    wanted.push(("400", "a query parameter is malformed"));
+                }
+                for (status, description) in wanted {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
     }
 }

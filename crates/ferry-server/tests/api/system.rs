@@ -380,6 +380,35 @@ async fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         documented, listed,
         "the OpenAPI document and the router differ"
     );
+    // The error answers authorisation and body parsing give are documented everywhere.
+    let public = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/api/v1/login",
+    ];
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let responses = op["responses"].as_object().unwrap();
+            let mut needed = Vec::new();
+            if !public.contains(&path.as_str()) {
+                needed.extend(["401", "403"]);
+            }
+            if op.get("requestBody").is_some() {
+                needed.extend(["400", "413", "415", "422"]);
+            }
+            for status in needed {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
     // A raw state is Terraform's JSON object, and is declared so.
     let raw = &paths["/api/v1/states/{project}/{environment}/raw"]["get"]["responses"]["200"];
     assert_eq!(
