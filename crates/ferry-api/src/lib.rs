@@ -56,15 +56,18 @@ pub struct Whoami {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ProjectCreate {
     /// `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", max_length = 63)]
     pub name: String,
     /// A git URL or a local path to a git repository.
     pub repo: String,
     /// Username Ferry fetches the repository with (with `git_secret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[^:\\x00-\\x1f\\x7f-\\x9f]{1,255}$")]
     pub git_username: Option<String>,
     /// NAME of the secret (in the secret store, global scope at registration) holding the
     /// password or token; never the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 128)]
     pub git_secret: Option<String>,
 }
 
@@ -73,9 +76,11 @@ pub struct ProjectCreate {
 #[serde(deny_unknown_fields)]
 pub struct ProjectUpdate {
     #[serde(default)]
+    #[schema(pattern = "^[^:\\x00-\\x1f\\x7f-\\x9f]{1,255}$")]
     pub git_username: Option<String>,
     /// NAME of the secret (project scope first, then global) holding the password or token.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 128)]
     pub git_secret: Option<String>,
 }
 
@@ -301,10 +306,13 @@ pub struct RunDetail {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalCreate {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", max_length = 63)]
     pub environment: String,
     /// approve or reject.
+    #[schema(pattern = "^(approve|reject)$")]
     pub decision: String,
     /// Why; required (for a break-glass approval, the emergency).
+    #[schema(pattern = "\\S")]
     pub comment: String,
     /// An admin's emergency approval: satisfies the count on its own, never the plan
     /// binding; loudly audited and announced as `MANUAL_APPROVAL_OVERRIDDEN`.
@@ -355,6 +363,7 @@ pub struct EnvironmentQueue {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", max_length = 63)]
     pub name: String,
     /// A service token that is a global admin (may manage users, teams and tokens).
     #[serde(default)]
@@ -362,6 +371,7 @@ pub struct TokenCreate {
     /// A personal token of this user: it acts as the user, within the user's grants (and
     /// its scopes, if any). Users may create their own; an admin may create anyone's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", max_length = 63)]
     pub user: Option<String>,
     /// `ROLE[@PROJECT[/ENVIRONMENT]]` entries: a service token's grants, or the limit of a
     /// personal token. A service token without scopes is an approver on every project.
@@ -369,6 +379,7 @@ pub struct TokenCreate {
     pub scopes: Vec<String>,
     /// RFC 3339; the token is refused from then on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -482,11 +493,17 @@ pub struct StateRollback {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StateRetention {
-    /// Keep versions at least this many days.
+    /// Keep versions at least this many days (at most [`MAX_RETENTION_DAYS`]).
+    #[schema(minimum = 0, maximum = 36500)]
     pub days: i64,
-    /// And always the newest this many.
+    /// And always the newest this many (at most [`MAX_RETENTION_KEEP`]).
+    #[schema(minimum = 1, maximum = 1000000)]
     pub keep: i64,
 }
+
+/// A century: retention is a policy, not a date computation that can overflow.
+pub const MAX_RETENTION_DAYS: i64 = 36_500;
+pub const MAX_RETENTION_KEEP: i64 = 1_000_000;
 
 /// `POST /api/v1/projects/{project}/promote`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -609,11 +626,16 @@ pub struct PolicyFinding {
 pub struct WaiverCreate {
     /// The run whose finding is waived (its triggerer and commit author may not waive it).
     pub run_id: i64,
+    #[schema(pattern = "\\S")]
     pub rule: String,
+    #[schema(pattern = "\\S")]
     pub address: String,
+    #[schema(pattern = "\\S")]
     pub environment: String,
+    #[schema(pattern = "\\S")]
     pub reason: String,
     /// RFC 3339 time, at most `policy.max_waiver_days` (default 30) ahead.
+    #[schema(format = DateTime)]
     pub expires_at: String,
 }
 
@@ -733,9 +755,11 @@ pub struct User {
 #[serde(deny_unknown_fields)]
 pub struct UserCreate {
     /// `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", max_length = 63)]
     pub name: String,
     /// At least 12 characters. Without one the user can only use tokens an admin makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 12)]
     pub password: Option<String>,
 }
 
@@ -744,7 +768,9 @@ pub struct UserCreate {
 pub struct UserUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// At least 12 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 12)]
     pub password: Option<String>,
 }
 
@@ -759,12 +785,14 @@ pub struct Team {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamCreate {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", max_length = 63)]
     pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamMember {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", max_length = 63)]
     pub user: String,
 }
 

@@ -110,10 +110,7 @@ impl Grant {
             Some((role, rest)) => (role, Some(rest)),
             None => (text, None),
         };
-        let role: Role = role
-            .trim()
-            .parse()
-            .map_err(|e: UnknownName| e.to_string())?;
+        let role: Role = role.parse().map_err(|e: UnknownName| e.to_string())?;
         let (project, environment) = match rest {
             None => (None, None),
             Some(rest) => match rest.split_once('/') {
@@ -124,11 +121,20 @@ impl Grant {
         let project = match project {
             Some("*") | None => None,
             Some("") => return Err(format!("`{text}`: empty project")),
+            Some(p) if !crate::is_name(p) => {
+                return Err(format!("`{text}`: a project name is {}", crate::NAME_RULE))
+            }
             Some(p) => Some(p.to_owned()),
         };
         let environment = match environment {
             None => None,
             Some("") | Some("*") => return Err(format!("`{text}`: empty environment")),
+            Some(e) if !crate::is_name(e) => {
+                return Err(format!(
+                    "`{text}`: an environment name is {}",
+                    crate::NAME_RULE
+                ))
+            }
             Some(e) => Some(e.to_owned()),
         };
         if project.is_none() && environment.is_some() {
@@ -141,6 +147,15 @@ impl Grant {
             project,
             environment,
         })
+    }
+}
+
+impl Grant {
+    /// What [`Grant::parse`] accepts, as a regular expression (for the OpenAPI document).
+    pub fn pattern() -> String {
+        let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        let name = "[a-z0-9][a-z0-9_-]{0,62}";
+        format!("^({})(@(\\*|{name}(/{name})?))?$", roles.join("|"))
     }
 }
 
@@ -293,7 +308,19 @@ mod tests {
             assert_eq!(g(text).to_string(), text);
         }
         assert_eq!(g("admin@*").to_string(), "admin");
-        for bad in ["boss", "viewer@", "viewer@net/", "viewer@*/prod"] {
+        assert_eq!(
+            Grant::pattern(),
+            "^(viewer|operator|approver|admin)(@(\\*|[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62})?))?$"
+        );
+        for bad in [
+            "boss",
+            "viewer@",
+            "viewer@net/",
+            "viewer@*/prod",
+            "viewer@Net",
+            "viewer@net/a/b",
+            "viewer@net/../x",
+        ] {
             assert!(Grant::parse(bad).is_err(), "{bad}");
         }
     }

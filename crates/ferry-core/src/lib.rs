@@ -8,6 +8,7 @@
 
 mod access;
 mod ids;
+mod names;
 #[macro_use]
 mod status;
 mod event;
@@ -15,6 +16,7 @@ mod event;
 pub use access::{Grant, Grants, Permission, Role, Target};
 pub use event::EventType;
 pub use ids::{ActionId, ParseIdError, RunId, RunNumber, StageId};
+pub use names::{is_name, NAME_MAX_LEN, NAME_PATTERN, NAME_RULE};
 pub use status::{
     ActionEvent, ActionStatus, InvalidTransition, RunEvent, RunStatus, StageEvent, StageKind,
     StageStatus, UnknownName,

@@ -241,7 +241,7 @@ pub fn check_ref(r: &str) -> Result<(), GitError> {
     if r.is_empty()
         || r.starts_with('-')
         || r.chars().any(|c| c.is_whitespace() || c.is_control())
-        || r.len() > 255
+        || r.chars().count() > 255
     {
         return Err(GitError::InvalidRef(r.to_owned()));
     }

@@ -138,8 +138,13 @@ pub enum Error {
     MissingSecret { message: String },
     #[error(transparent)]
     Terraform(#[from] terraform::BinaryError),
+    /// The request is malformed: a value that can never be right.
     #[error("{0}")]
     Invalid(String),
+    /// The request is well-formed but refused by what the pipeline, the run or the clock say
+    /// (an environment the pipeline does not have, an expiry already past).
+    #[error("{0}")]
+    Refused(String),
     /// Apply refused: the plan is not the approved one, or the state moved on since.
     #[error("{0}")]
     StalePlan(String),

@@ -365,7 +365,7 @@ pub struct WaiverRequest {
 }
 
 impl Engine {
-    /// Grants a waiver for a finding of `request.run`. Refused (400) for a rule that is
+    /// Grants a waiver for a finding of `request.run`. Refused (422) for a rule that is
     /// neither built in nor declared by the deploy branch's policies, an expiry in the past or
     /// beyond `policy.max_waiver_days`; refused (403) to the run's triggerer and the commit's
     /// author. The resource's type is taken from the run's plan.
@@ -374,7 +374,7 @@ impl Engine {
         let run = store.run(request.run).await?;
         let spec = self.lower_run(&run)?;
         if spec.environment(&request.environment).is_none() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "environment `{}` is not in pipeline {}",
                 request.environment, run.pipeline
             )));
@@ -404,7 +404,7 @@ impl Engine {
                 .await
                 .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
                 .map_err(|e| {
-                    Error::Invalid(format!("the deploy branch's policies do not load: {e}"))
+                    Error::Refused(format!("the deploy branch's policies do not load: {e}"))
                 })?
                 .rule_ids()
                 .clone()
@@ -413,7 +413,7 @@ impl Engine {
             Some(plan) => {
                 let bytes = tokio::fs::read(&plan.json_path).await?;
                 let parsed = ferry_policy::PlanInput::parse(&bytes)
-                    .map_err(|e| Error::Invalid(format!("the run's plan: {e}")))?;
+                    .map_err(|e| Error::Refused(format!("the run's plan: {e}")))?;
                 parsed
                     .by_address(&request.address)
                     .map(|r| r.r#type.clone())
@@ -421,7 +421,7 @@ impl Engine {
             None => None,
         };
         if resource_type.is_none() && request.address != ferry_policy::PLAN_ADDRESS {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "`{}` is not a resource of run {}'s plan for {}",
                 request.address, run.id, request.environment
             )));
@@ -444,7 +444,7 @@ impl Engine {
             Err(e @ ferry_policy::WaiverError::SelfWaiver { .. }) => {
                 return Err(Error::Store(ferry_store::Error::Denied(e.to_string())))
             }
-            Err(e) => return Err(Error::Invalid(e.to_string())),
+            Err(e) => return Err(Error::Refused(e.to_string())),
         }
         Ok(store
             .create_waiver(

@@ -62,7 +62,7 @@ pub struct CheckResult {
 /// whitespace, nothing Terraform would not parse as an address.
 fn check_address(address: &str) -> Result<()> {
     let ok = !address.is_empty()
-        && address.len() <= 1024
+        && address.chars().count() <= 1024
         && !address.starts_with('-')
         && address
             .chars()
@@ -84,7 +84,7 @@ fn check_address(address: &str) -> Result<()> {
 fn from_environment(spec: &PipelineSpec, start: &str) -> Result<Vec<String>> {
     let names: Vec<String> = spec.environments.iter().map(|e| e.name.clone()).collect();
     let index = names.iter().position(|n| n == start).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Refused(format!(
             "the pipeline has no environment `{start}` (it has: {})",
             names.join(", ")
         ))
@@ -129,7 +129,7 @@ impl Engine {
         let mut kind = RunKind::Deploy;
         match (&request.environment, request.destroy) {
             (None, true) => {
-                return Err(Error::Invalid(
+                return Err(Error::Refused(
                     "a destroy run needs the environment to destroy (--env)".into(),
                 ))
             }
@@ -180,7 +180,7 @@ impl Engine {
             Some(id) => {
                 let run = self.store().run(id).await?;
                 if run.project != project {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Refused(format!(
                         "run {id} belongs to project `{}`, not `{project}`",
                         run.project
                     )));
@@ -205,7 +205,7 @@ impl Engine {
             .load_pipeline(&project_row, &mirror, &commit, request.pipeline.as_deref())
             .await?;
         if spec.environments[0].name == environment {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "`{environment}` is the pipeline's first environment; there is nothing to promote from (use `ferry run`)"
             )));
         }
@@ -656,7 +656,7 @@ impl Engine {
         .await?;
         new.stages = stages::plan_stages(spec, &new.options);
         let Some(first) = new.stages.first() else {
-            return Err(Error::Invalid(
+            return Err(Error::Refused(
                 "the run would have no environment to go through".into(),
             ));
         };

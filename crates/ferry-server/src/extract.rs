@@ -19,17 +19,33 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-                    "unsupported_media_type"
-                } else {
-                    "invalid_body"
-                };
-                Err(ApiError::new(status, code, rejection.body_text()))
-            }
+        let rejected = |rejection: axum::extract::rejection::JsonRejection| {
+            let status = rejection.status();
+            let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                "unsupported_media_type"
+            } else {
+                "invalid_body"
+            };
+            ApiError::new(status, code, rejection.body_text())
+        };
+        // Every body Ferry takes is a JSON object; serde would also read a struct from an
+        // array of its fields in order, which no client means.
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) if value.is_object() => serde_path_to_error::deserialize(value)
+                .map(Json)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_body",
+                        format!("Failed to deserialize the JSON body into the target type: {e}"),
+                    )
+                }),
+            Ok(_) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "the body must be a JSON object",
+            )),
+            Err(rejection) => Err(rejected(rejection)),
         }
     }
 }

@@ -150,10 +150,11 @@ pub fn check_value(kind: SecretKind, value: &[u8]) -> std::result::Result<(), St
     if value.is_empty() {
         return Err(format!("the {kind} value is empty"));
     }
-    if value.len() < kind.min_len() {
+    // Characters, as the API's schema counts them (never fewer than bytes).
+    let length = std::str::from_utf8(value).map_or(value.len(), |text| text.chars().count());
+    if length < kind.min_len() {
         return Err(format!(
-            "the {kind} value is {} bytes long; at least {} are required (shorter values would mask ordinary text)",
-            value.len(),
+            "the {kind} value is {length} characters long; at least {} are required (shorter values would mask ordinary text)",
             kind.min_len()
         ));
     }

@@ -150,9 +150,11 @@ impl Store {
         days: i64,
         keep: i64,
     ) -> Result<StateRow> {
-        if days < 0 || keep < 1 {
+        // The same bounds as `ferry_api::MAX_RETENTION_*`: past a century, `now - days`
+        // would leave the calendar.
+        if !(0..=36_500).contains(&days) || !(1..=1_000_000).contains(&keep) {
             return Err(Error::Conflict(
-                "retention needs days >= 0 and keep >= 1".into(),
+                "retention needs days from 0 to 36500 and keep from 1 to 1000000".into(),
             ));
         }
         let mut tx = self.write().await?;

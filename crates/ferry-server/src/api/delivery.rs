@@ -16,7 +16,7 @@ use crate::AppState;
 /// Runs a failed, interrupted or cancelled run again on the same commit, from its first
 /// environment that did not complete. It re-plans; it never applies an old plan.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/retry", params(("id" = i64, Path)),
-    request_body(content = Object, description = "Optional: an empty JSON object (a retry takes no options)", content_type = "application/json"),
+    request_body(content = Option<Object>, description = "Optional: an empty JSON object (a retry takes no options)", content_type = "application/json"),
     responses((status = 201, body = api::Run), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn runs_retry(
     State(state): State<AppState>,
@@ -24,11 +24,13 @@ pub(crate) async fn runs_retry(
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<api::Run>)> {
-    // A retry takes no options: the body, if any, is an empty JSON object.
+    // A retry takes no options: the body, if any, is an empty JSON object (or `null`).
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let options: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("the body must be a JSON object: {e}")))?;
-        if let Some(field) = options.keys().next() {
+        let options: Option<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("the body must be a JSON object: {e}"))
+            })?;
+        if let Some(field) = options.iter().flat_map(|o| o.keys()).next() {
             return Err(ApiError::bad_request(format!(
                 "unknown field `{field}`: a retry takes no options"
             )));
@@ -116,6 +118,7 @@ pub(crate) struct DeploymentsQuery {
     /// Only this environment.
     environment: Option<String>,
     /// 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

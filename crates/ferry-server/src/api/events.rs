@@ -24,6 +24,7 @@ use crate::AppState;
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
     /// Only events after this id (the cursor; 0 or absent: from the start).
+    #[param(minimum = 0)]
     after: Option<i64>,
     run: Option<i64>,
     project: Option<String>,
@@ -33,6 +34,7 @@ pub(crate) struct EventsQuery {
     #[serde(rename = "type")]
     types: Option<String>,
     /// 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -43,10 +45,10 @@ impl EventsQuery {
             return Err(ApiError::bad_request("limit must be between 1 and 1000"));
         }
         let types = match &self.types {
+            Some(list) if list.is_empty() => Vec::new(),
+            // Exactly as documented: names separated by commas, nothing else.
             Some(list) => list
                 .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
                 .map(|t| {
                     t.parse::<EventType>()
                         .map_err(|e| ApiError::bad_request(e.to_string()))
@@ -158,6 +160,7 @@ pub(crate) async fn events_stream(
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     /// Only entries after this sequence number.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Exactly this actor.
     actor: Option<String>,
@@ -166,10 +169,13 @@ pub(crate) struct AuditQuery {
     /// Exactly this action, or a prefix ending in `.` (`run.`, `state.`).
     action: Option<String>,
     /// From this time on (RFC 3339, inclusive).
+    #[param(format = DateTime)]
     since: Option<String>,
     /// Before this time (RFC 3339, exclusive).
+    #[param(format = DateTime)]
     until: Option<String>,
     /// 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

@@ -175,13 +175,18 @@ async fn login_inner(state: &AppState, request: Request) -> ApiResult<Response> 
 
 /// Ends the caller's browser session on the server and clears its cookie.
 #[utoipa::path(post, path = "/api/v1/logout",
-    responses((status = 204, description = "Session ended"), (status = 400, body = api::ErrorBody), (status = 401, body = api::ErrorBody)))]
+    responses((status = 204, description = "Session ended"), (status = 401, body = api::ErrorBody),
+        (status = 403, description = "The caller is a token, not a browser session", body = api::ErrorBody)))]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     identity: Identity,
 ) -> ApiResult<Response> {
+    // A well-formed request from an identity that has no session to end: refused, not
+    // malformed (a token is revoked by name, which logout cannot guess).
     let Credential::Session { id, .. } = identity.credential else {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_a_session",
             "logout ends a browser session; revoke a token with DELETE /api/v1/tokens/{name}",
         ));
     };

@@ -25,11 +25,21 @@ use crate::AppState;
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogQuery {
     /// Byte offset from a previous `next_offset` (default 0).
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     offset: Option<u64>,
-    /// Lines per page, 1–10000 (default 1000).
+    /// Lines per page (per `lines` event when streaming), 1–10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
     /// Only lines of this action.
     action: Option<i64>,
+}
+
+fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
+    let limit = limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    Ok(limit)
 }
 
 /// Whether every line of the run is on disk: the run is over and its driver is gone.
@@ -65,6 +75,14 @@ async fn log_len(state: &AppState, run: RunId) -> ApiResult<u64> {
 /// (it reads as an empty page).
 async fn check_offset(state: &AppState, run: RunId, offset: u64) -> ApiResult<()> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    // The document declares offsets as int64, as a client in any language can hold them.
+    if offset > i64::MAX as u64 {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_offset",
+            format!("offset {offset} is past the largest offset a log can have"),
+        ));
+    }
     if offset == 0 || offset > log_len(state, run).await? {
         return Ok(());
     }
@@ -94,10 +112,7 @@ pub(crate) async fn logs_get(
     Query(query): Query<LogQuery>,
 ) -> ApiResult<axum::Json<api::LogPage>> {
     let run = RunId(id);
-    let limit = query.limit.unwrap_or(1000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
-    }
+    let limit = check_limit(query.limit)?;
     // Decide completeness before reading, so a line written in between is never missed.
     let was_finished = finished(&state, run).await?;
     let offset = query.offset.unwrap_or(0);
@@ -127,6 +142,7 @@ pub(crate) async fn logs_stream(
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let run = RunId(id);
+    let limit = check_limit(query.limit)?;
     state.engine.store().run(run).await?;
     let resume = headers
         .get("last-event-id")
@@ -141,6 +157,7 @@ pub(crate) async fn logs_stream(
         run,
         offset,
         action,
+        limit,
         updates,
         done: false,
     };
@@ -150,7 +167,7 @@ pub(crate) async fn logs_stream(
         }
         loop {
             let was_finished = finished(&f.state, f.run).await.unwrap_or(true);
-            let chunk = match read(&f.state, f.run, f.offset, 1000, f.action).await {
+            let chunk = match read(&f.state, f.run, f.offset, f.limit, f.action).await {
                 Ok(chunk) => chunk,
                 Err(_) => {
                     f.done = true;
@@ -230,6 +247,7 @@ struct Follow {
     run: RunId,
     offset: u64,
     action: Option<i64>,
+    limit: usize,
     updates: Option<tokio::sync::watch::Receiver<u64>>,
     done: bool,
 }

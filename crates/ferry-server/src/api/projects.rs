@@ -13,23 +13,17 @@ use crate::AppState;
 
 /// Project names become path segments and directory names, so they are kept simple.
 pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if valid {
+    if ferry_core::is_name(name) {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_name",
             format!(
-                "{what} name `{name}` must match [a-z0-9][a-z0-9_-]* and be at most 63 characters"
+                "{what} name `{}` must match {} and be at most {} characters",
+                name.escape_debug(),
+                ferry_core::NAME_RULE,
+                ferry_core::NAME_MAX_LEN
             ),
         ))
     }
@@ -51,7 +45,7 @@ fn git_credentials(
         (None, None) => Ok(None),
         (Some(username), Some(secret)) => {
             if username.is_empty()
-                || username.len() > 255
+                || username.chars().count() > 255
                 || username.contains(':')
                 || username.chars().any(char::is_control)
             {

@@ -58,6 +58,7 @@ pub(crate) struct RunsQuery {
     /// Only runs in this status.
     status: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// Only runs older than this id (from `next_before`).
     before: Option<i64>,

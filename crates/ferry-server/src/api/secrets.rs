@@ -54,8 +54,14 @@ fn check_scope(project: Option<&str>, environment: Option<&str>) -> ApiResult<()
 fn parse(name: &str, scope: &api::ScopeQuery) -> ApiResult<(SecretName, Scope)> {
     let name = SecretName::parse(name).map_err(ApiError::bad_request)?;
     check_scope(scope.project.as_deref(), scope.env.as_deref())?;
-    let scope = Scope::from_parts(scope.project.as_deref(), scope.env.as_deref())
-        .map_err(ApiError::bad_request)?;
+    let scope =
+        Scope::from_parts(scope.project.as_deref(), scope.env.as_deref()).map_err(|message| {
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_scope",
+                message,
+            )
+        })?;
     Ok((name, scope))
 }
 

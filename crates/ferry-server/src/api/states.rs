@@ -220,7 +220,12 @@ async fn write(
         .write_state(&identity.actor(), r.addr(), body, None, force)
         .await
         .map_err(|e| match e {
-            ferry_engine::state::WriteError::Invalid(message) => ApiError::bad_request(message),
+            // Well-formed JSON that is not a state Ferry can keep (no serial, `1.0` as one).
+            ferry_engine::state::WriteError::Invalid(message) => ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_state",
+                message,
+            ),
             ferry_engine::state::WriteError::Engine(e) => e.into(),
         })?;
     written(outcome)
@@ -316,7 +321,7 @@ pub(crate) async fn state_versions(
 /// The exact bytes of a version (the current one by default). Needs the operator or admin role (raw state holds secret values in clear); audited as `state.pull`.
 #[utoipa::path(get, path = "/api/v1/states/{project}/{environment}/raw",
     params(("project" = String, Path), ("environment" = String, Path), StateQuery),
-    responses((status = 200, content_type = "application/json", body = Object, description = "the state as Terraform wrote it"), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, content_type = "application/json", body = Object, description = "the state as Terraform wrote it"), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody), (status = 410, body = api::ErrorBody, description = "the version was pruned by retention")))]
 pub(crate) async fn state_raw(
     State(state): State<AppState>,
     identity: Identity,
@@ -349,7 +354,7 @@ pub(crate) async fn state_raw(
 /// Resource addresses added, removed and changed between two versions.
 #[utoipa::path(get, path = "/api/v1/states/{project}/{environment}/diff",
     params(("project" = String, Path), ("environment" = String, Path), DiffQuery),
-    responses((status = 200, body = api::StateDiff), (status = 404, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
+    responses((status = 200, body = api::StateDiff), (status = 404, body = api::ErrorBody), (status = 422, body = api::ErrorBody), (status = 410, body = api::ErrorBody, description = "the version was pruned by retention")))]
 pub(crate) async fn state_diff(
     State(state): State<AppState>,
     _identity: Identity,
@@ -445,7 +450,7 @@ pub(crate) async fn state_unlock(
 /// Refused (409) while the state is locked. Audited as `state.rollback`.
 #[utoipa::path(post, path = "/api/v1/states/{project}/{environment}/rollback",
     params(("project" = String, Path), ("environment" = String, Path), NameQuery), request_body = api::StateRollback,
-    responses((status = 200, body = api::StateVersion), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+    responses((status = 200, body = api::StateVersion), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody), (status = 410, body = api::ErrorBody, description = "the version was pruned by retention")))]
 pub(crate) async fn state_rollback(
     State(state): State<AppState>,
     identity: Identity,
@@ -521,7 +526,7 @@ pub(crate) async fn state_rollback(
 /// Writes the body as a new version, under the backend's serial and lineage rules, or
 /// skipping them with `?force=true` (admin only, audited). Refused while locked.
 #[utoipa::path(post, path = "/api/v1/states/{project}/{environment}/push",
-    params(("project" = String, Path), ("environment" = String, Path), PushQuery), request_body(content = String, content_type = "application/json"),
+    params(("project" = String, Path), ("environment" = String, Path), PushQuery), request_body(content = Object, description = "A Terraform state (JSON object)", content_type = "application/json"),
     responses((status = 200, body = Option<api::StateVersion>), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn state_push(
     State(state): State<AppState>,
@@ -592,10 +597,14 @@ pub(crate) async fn state_retention(
 ) -> ApiResult<axum::Json<api::StateRetention>> {
     let target = format!("state/{project}/{environment}");
     let result = async {
-        if body.days < 0 || body.keep < 1 {
-            return Err(ApiError::bad_request(
-                "retention needs days >= 0 and keep >= 1",
-            ));
+        if !(0..=api::MAX_RETENTION_DAYS).contains(&body.days)
+            || !(1..=api::MAX_RETENTION_KEEP).contains(&body.keep)
+        {
+            return Err(ApiError::bad_request(format!(
+                "retention needs days from 0 to {} and keep from 1 to {}",
+                api::MAX_RETENTION_DAYS,
+                api::MAX_RETENTION_KEEP
+            )));
         }
         let r = resolve(&state, project, environment, query.name).await?;
         Ok(state

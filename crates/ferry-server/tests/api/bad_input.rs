@@ -305,6 +305,37 @@ async fn malformed_requests_get_json_4xx_errors() {
         .await
         .assert_error(400, "invalid_query");
 
+    // Every body is a JSON object: serde would read a struct from an array of its fields.
+    for (method, path) in [
+        ("PATCH", "/api/v1/projects/one"),
+        ("POST", "/api/v1/tokens"),
+        ("PUT", "/api/v1/states/one/dev/retention"),
+    ] {
+        server
+            .call_raw(method, path, "application/json", "[]")
+            .await
+            .assert_error(422, "invalid_body");
+    }
+    // An environment scope without its project is well-formed but names nothing.
+    server
+        .call(
+            "PUT",
+            "/api/v1/params/region?env=dev",
+            Some(json!({"value": "eu"})),
+        )
+        .await
+        .assert_error(422, "invalid_scope");
+    // Event types are matched exactly; an unknown one is named.
+    let body = server
+        .call(
+            "GET",
+            "/api/v1/events?type=PIPELINE_EXECUTION_FAILED,%20x",
+            None,
+        )
+        .await
+        .assert_error(400, "bad_request");
+    assert!(body.message.contains("` x`"), "{body:?}");
+
     // Routes and methods.
     let answer = server.call("GET", "/api/v1/nothing-here", None).await;
     answer.assert_error(404, "not_found");

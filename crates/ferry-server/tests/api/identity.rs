@@ -662,6 +662,12 @@ async fn sessions_logins_and_their_faults() {
         answer.assert_error(401, "unauthorized");
     }
 
+    // Logout is for sessions: a token is revoked, not logged out.
+    server
+        .call("POST", "/api/v1/logout", None)
+        .await
+        .assert_error(403, "not_a_session");
+
     // Logout ends the session on the server: the old cookie is refused afterwards.
     let out = with_cookie(
         &server,

@@ -147,6 +147,18 @@ async fn paging_by_next_offset_returns_every_line_once_and_completes_after_the_r
         answer.assert_error(400, "invalid_offset");
     }
 
+    // Log streams check their batch size like log pages.
+    for bad in [0, 10_001] {
+        server
+            .call(
+                "GET",
+                &format!("/api/v1/runs/{id}/logs/stream?limit={bad}"),
+                None,
+            )
+            .await
+            .assert_error(400, "bad_request");
+    }
+
     // Only one action's lines.
     let only = server
         .call(

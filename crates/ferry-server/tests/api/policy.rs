@@ -3,7 +3,7 @@
 //! position), the approval view shows the findings, a waiver lets a retry pass and can be
 //! revoked, a commit that edits the policies is still judged by the deploy branch's (and is
 //! flagged), a Rego syntax error fails the stage naming file:line, and bad waivers are
-//! refused (unknown rule 400, too long 400, the change's author 403).
+//! refused (unknown rule 422, too long 422, the change's author 403).
 
 use std::process::Command;
 
@@ -165,7 +165,7 @@ async fn a_custom_rule_blocks_prod_not_dev_and_a_waiver_lets_a_retry_pass() {
             .waiver_create("app", &waiver(run.id, "ACME-NOPE-9", 7))
             .await,
     );
-    assert_eq!(status, 400, "{}", body.message);
+    assert_eq!(status, 422, "{}", body.message);
     assert!(
         body.message.contains("unknown rule `ACME-NOPE-9`"),
         "{}",
@@ -176,7 +176,7 @@ async fn a_custom_rule_blocks_prod_not_dev_and_a_waiver_lets_a_retry_pass() {
             .waiver_create("app", &waiver(run.id, "ACME-DATA-001", 45))
             .await,
     );
-    assert_eq!(status, 400, "{}", body.message);
+    assert_eq!(status, 422, "{}", body.message);
     assert!(
         body.message.contains("more than 30 days"),
         "{}",
@@ -190,7 +190,7 @@ async fn a_custom_rule_blocks_prod_not_dev_and_a_waiver_lets_a_retry_pass() {
     let mut bad = waiver(run.id, "ACME-DATA-001", 7);
     bad.address = "terraform_data.nowhere".into();
     let (status, _) = api_error(carol.waiver_create("app", &bad).await);
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     assert!(carol.waivers("app", false).await.unwrap().is_empty());
 
     // A valid waiver: the retry's prod policy passes and the finding shows as waived.

@@ -337,7 +337,7 @@ async fn promote_needs_the_earlier_environments_and_starts_at_the_named_one() {
             )
             .await,
     );
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     let (status, _) = api_error(
         server
             .admin
@@ -350,7 +350,7 @@ async fn promote_needs_the_earlier_environments_and_starts_at_the_named_one() {
             )
             .await,
     );
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     server.stop().await;
 }
 
@@ -603,7 +603,7 @@ async fn a_destroy_always_waits_for_approval_and_options_are_recorded() {
     };
     assert_eq!(
         api_error(server.admin.runs_create("net", &no_env).await).0,
-        400
+        422
     );
     let bad_target = RunCreate {
         targets: vec!["-lock=false".into()],

@@ -182,8 +182,8 @@ async fn bad_input_gets_a_clear_4xx_and_never_echoes_the_body() {
             "PUT",
             "/api/v1/secrets/OK_NAME?env=prod",
             Some(json!({ "value": CANARY })),
-            400,
-            "bad_request",
+            422,
+            "invalid_scope",
         ),
         (
             "PUT",

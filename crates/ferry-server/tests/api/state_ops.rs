@@ -362,6 +362,18 @@ async fn state_ops_retention_prunes_old_versions_and_delete_is_soft() {
         )
         .await;
     bad.assert_error(400, "bad_request");
+    // Bounds the schema states, checked before any date arithmetic (this was a 500).
+    for body in [
+        json!({"days": 9_223_372_036_854_775_806_i64, "keep": 2}),
+        json!({"days": ferry_api::MAX_RETENTION_DAYS + 1, "keep": 2}),
+        json!({"days": -1, "keep": 2}),
+        json!({"days": 0, "keep": ferry_api::MAX_RETENTION_KEEP + 1}),
+    ] {
+        server
+            .call("PUT", "/api/v1/states/net/dev/retention", Some(body))
+            .await
+            .assert_error(400, "bad_request");
+    }
     let set = server
         .call(
             "PUT",

@@ -409,6 +409,60 @@ async fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
             }
         }
     }
+    // The rules the handlers enforce are stated: name patterns, page sizes, grants, refs.
+    let param = |path: &str, method: &str, name: &str| -> serde_json::Value {
+        paths[path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    let project = param("/api/v1/projects/{project}", "get", "project");
+    assert_eq!(project["pattern"], ferry_core::NAME_PATTERN, "{project}");
+    assert_eq!(project["maxLength"], ferry_core::NAME_MAX_LEN, "{project}");
+    let secret = param("/api/v1/secrets/{name}", "put", "name");
+    assert_eq!(secret["pattern"], "^[A-Za-z_][A-Za-z0-9_]*$", "{secret}");
+    let limit = param("/api/v1/runs", "get", "limit");
+    assert_eq!(
+        (limit["minimum"].as_i64(), limit["maximum"].as_i64()),
+        (Some(1), Some(500)),
+        "{limit}"
+    );
+    let status = param("/api/v1/runs", "get", "status");
+    assert_eq!(
+        status["enum"].as_array().map(Vec::len),
+        Some(ferry_core::RunStatus::ALL.len()),
+        "{status}"
+    );
+    let scopes = &doc.json["components"]["schemas"]["TokenCreate"]["properties"]["scopes"];
+    assert_eq!(
+        scopes["items"]["pattern"],
+        ferry_core::Grant::pattern(),
+        "{scopes}"
+    );
+    let grant = &doc.json["components"]["schemas"]["RoleGrant"];
+    assert!(
+        grant["allOf"][1]["oneOf"].is_array(),
+        "user or team: {grant}"
+    );
+    let retention = &doc.json["components"]["schemas"]["StateRetention"]["properties"]["days"];
+    assert_eq!(
+        retention["maximum"],
+        ferry_api::MAX_RETENTION_DAYS,
+        "{retention}"
+    );
+    // A query can be refused for what it means (422); a body can name a missing thing (404).
+    for (path, method, status) in [
+        ("/api/v1/runs", "get", "422"),
+        ("/api/v1/tokens", "post", "404"),
+        ("/api/v1/states/{project}/{environment}/raw", "get", "410"),
+    ] {
+        assert!(
+            paths[path][method]["responses"].get(status).is_some(),
+            "{method} {path} does not document {status}"
+        );
+    }
+
     // A raw state is Terraform's JSON object, and is declared so.
     let raw = &paths["/api/v1/states/{project}/{environment}/raw"]["get"]["responses"]["200"];
     assert_eq!(
