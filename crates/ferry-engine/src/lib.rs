@@ -12,6 +12,7 @@
 //! which checks every change against `ferry_core`'s state machine.
 
 mod driver;
+pub mod executor;
 pub mod git;
 mod policy;
 mod requests;
@@ -206,6 +207,7 @@ struct Inner {
     master_key: Arc<ferry_secrets::MasterKey>,
     // Invariant: what the kernel enforced when the engine started (probed once).
     sandbox_support: ferry_executor::SandboxSupport,
+    executor: Arc<dyn executor::Executor>,
 }
 
 /// The engine handle. Cheap to clone.
@@ -215,10 +217,21 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine whose actions run as local process groups.
     pub fn new(
         config: EngineConfig,
         store: Store,
         master_key: Arc<ferry_secrets::MasterKey>,
+    ) -> Engine {
+        Engine::with_executor(config, store, master_key, Arc::new(executor::Local))
+    }
+
+    /// An engine whose actions run on `executor` (a fake one in engine tests).
+    pub fn with_executor(
+        config: EngineConfig,
+        store: Store,
+        master_key: Arc<ferry_secrets::MasterKey>,
+        executor: Arc<dyn executor::Executor>,
     ) -> Engine {
         let (changed, _) = watch::channel(0);
         let sandbox_support = match config.sandbox {
@@ -241,6 +254,7 @@ impl Engine {
                 policy_files: policy::PolicyFileCache::default(),
                 master_key,
                 sandbox_support,
+                executor,
             }),
         }
     }

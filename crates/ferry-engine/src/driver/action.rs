@@ -522,11 +522,20 @@ async fn exec(
     let (stdout_filter, stderr_filter) = crate::secrets::MaskFilter::pair(ctx.secrets.masker());
     let mut log: ActionLog<'_> = ctx.log.action(action.id.0);
     log.line(Stream::Sys, &format!("$ {shown}")).await?;
-    let running = ferry_executor::spawn(&spec)?.with_filters(stdout_filter, stderr_filter);
-    engine
-        .store()
-        .set_action_process(action.id, running.pid(), running.start_time())
-        .await?;
+    let running = engine.inner.executor.start(crate::executor::Job {
+        run: action.run_id,
+        action: action.id,
+        spec,
+        stdout: stdout_filter,
+        stderr: stderr_filter,
+    })?;
+    // Recorded before waiting: recovery kills what a crash left running.
+    if let Some((pid, start_time)) = running.process() {
+        engine
+            .store()
+            .set_action_process(action.id, pid, start_time)
+            .await?;
+    }
     let outcome = running.wait(&mut log, handle.cancel.clone()).await?;
     log.flush().await?;
     Ok(outcome)
