@@ -12,9 +12,11 @@ mod names;
 #[macro_use]
 mod status;
 mod event;
+mod failure;
 
 pub use access::{Grant, Grants, Permission, Role, Target};
 pub use event::EventType;
+pub use failure::FailureCode;
 pub use ids::{ActionId, ParseIdError, RunId, RunNumber, StageId};
 pub use names::{is_name, NAME_MAX_LEN, NAME_PATTERN, NAME_RULE};
 pub use status::{

@@ -311,13 +311,13 @@ pub(crate) async fn check(
         .iter()
         .map(|f| format!("{} on {}", f.rule, f.address))
         .collect();
-    let reason = format!(
-        "POLICY_VIOLATION: {} finding{} at or above {} in {environment}: {}",
+    let reason = ferry_core::FailureCode::PolicyViolation.reason(format_args!(
+        "{} finding{} at or above {} in {environment}: {}",
         blocking.len(),
         if blocking.len() == 1 { "" } else { "s" },
         report.fail_on,
         names.join(", ")
-    );
+    ));
     let details = serde_json::json!({
         "environment": environment,
         "fail_on": report.fail_on,

@@ -362,7 +362,7 @@ impl FromRequestParts<AppState> for Identity {
 }
 
 /// Records a failed state-changing request. Successful changes are audited by the store in
-/// the same transaction as the change, and refusals (`forbidden`) where they are decided, so
+/// the same transaction as the change, and refusals (403) where they are decided, so
 /// this covers the rest: bad input, conflicts, unknown targets, server faults. Only the error
 /// code is recorded, never the request body.
 pub(crate) async fn audit_failure<T>(
@@ -373,7 +373,7 @@ pub(crate) async fn audit_failure<T>(
     result: Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     if let Err(error) = &result {
-        if error.code != "forbidden" {
+        if error.status != axum::http::StatusCode::FORBIDDEN {
             let entry = ferry_store::AuditEntry::new(action, target)
                 .outcome("failed")
                 .details(

@@ -917,10 +917,12 @@ impl Store {
             Decision::Reject => (
                 StageEvent::Fail,
                 RunEvent::Fail,
-                Some(format!(
-                    "MANUAL_APPROVAL_FAILED: rejected in {environment} by {}: {comment}",
-                    actor.name
-                )),
+                Some(
+                    ferry_core::FailureCode::ManualApprovalFailed.reason(format_args!(
+                        "rejected in {environment} by {}: {comment}",
+                        actor.name
+                    )),
+                ),
             ),
         };
         if break_glass {

@@ -206,10 +206,7 @@ async fn run_action_with(
             plan(engine, handle, ctx, run, action, &env_name, &bin, &how).await
         }
         stages::APPLY => {
-            let (plan, bytes) = match approved_plan(engine, run, &env_name).await? {
-                Ok(approved) => approved,
-                Err(refusal) => return Err(Error::StalePlan(refusal)),
-            };
+            let (plan, bytes) = approved_plan(engine, run, &env_name).await?;
             sys(
                 ctx,
                 action.id.0,

@@ -1,25 +1,31 @@
 //! The apply gate: the plan an apply may use is exactly the approved one, against the state
 //! it was planned on.
 
+use ferry_core::FailureCode;
 use ferry_store::{Plan, Run};
 use sha2::{Digest, Sha256};
 
-use crate::{Engine, Result};
+use crate::{Engine, Error, Result};
+
+/// A refusal to apply: `STALE_PLAN: …`.
+fn stale(detail: impl std::fmt::Display) -> Error {
+    Error::StalePlan(FailureCode::StalePlan.reason(detail))
+}
 
 /// The plan to apply, or why none may be: apply exactly what was approved (PRODUCT.md §4
 /// invariant 1). The stored plan file must hash to the digest recorded at plan time and
 /// named by every approval of the environment, and the state must still be the one the plan
 /// was made against. Checked here, before any `terraform apply` starts, rather than left to
-/// Terraform's own stale-plan error.
+/// Terraform's own stale-plan error. A refusal is [`Error::StalePlan`].
 pub(super) async fn approved_plan(
     engine: &Engine,
     run: &Run,
     environment: &str,
-) -> Result<std::result::Result<(Plan, Vec<u8>), String>> {
+) -> Result<(Plan, Vec<u8>)> {
     let store = engine.store();
     let Some(plan) = store.plan(run.id, environment).await? else {
-        return Ok(Err(format!(
-            "STALE_PLAN: no plan is recorded for {environment}; refusing to apply"
+        return Err(stale(format_args!(
+            "no plan is recorded for {environment}; refusing to apply"
         )));
     };
     let detail = store.run_detail(run.id).await?;
@@ -32,8 +38,8 @@ pub(super) async fn approved_plan(
             || approval.state.as_ref().map(|b| (&b.lineage, b.serial))
                 != plan.state.as_ref().map(|b| (&b.lineage, b.serial))
         {
-            return Ok(Err(format!(
-                "STALE_PLAN: {}'s approval names plan {}, not the recorded plan {}; refusing to apply",
+            return Err(stale(format_args!(
+                "{}'s approval names plan {}, not the recorded plan {}; refusing to apply",
                 approval.actor,
                 approval.plan_sha256.as_deref().unwrap_or("(none)"),
                 plan.sha256
@@ -43,15 +49,15 @@ pub(super) async fn approved_plan(
     let bytes = match tokio::fs::read(&plan.plan_path).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            return Ok(Err(format!(
-                "STALE_PLAN: the stored plan file cannot be read ({e}); refusing to apply"
+            return Err(stale(format_args!(
+                "the stored plan file cannot be read ({e}); refusing to apply"
             )))
         }
     };
     let digest = hex::encode(Sha256::digest(&bytes));
     if digest != plan.sha256 {
-        return Ok(Err(format!(
-            "STALE_PLAN: the stored plan file's sha256 is {digest}, not the approved {}; it was altered after planning; refusing to apply",
+        return Err(stale(format_args!(
+                "the stored plan file's sha256 is {digest}, not the approved {}; it was altered after planning; refusing to apply",
             plan.sha256
         )));
     }
@@ -59,14 +65,14 @@ pub(super) async fn approved_plan(
     if now.as_ref().map(|b| (&b.lineage, b.serial))
         != plan.state.as_ref().map(|b| (&b.lineage, b.serial))
     {
-        return Ok(Err(format!(
-            "STALE_PLAN: the plan was made against state {} but the state is now {}; refusing to apply (ferry retry {} re-plans)",
+        return Err(stale(format_args!(
+                "the plan was made against state {} but the state is now {}; refusing to apply (ferry retry {} re-plans)",
             describe_state(&plan.state),
             describe_state(&now),
             run.id
         )));
     }
-    Ok(Ok((plan, bytes)))
+    Ok((plan, bytes))
 }
 
 /// The current version of the environment's state, if it has one.

@@ -193,10 +193,11 @@ async fn drive_loop(
                         .environment(&env_name)
                         .map(|e| e.approval.timeout)
                         .unwrap_or_default();
-                    let reason = format!(
-                        "MANUAL_APPROVAL_FAILED: no decision in {env_name} within {}",
-                        humantime::format_duration(timeout)
-                    );
+                    let reason =
+                        ferry_core::FailureCode::ManualApprovalFailed.reason(format_args!(
+                            "no decision in {env_name} within {}",
+                            humantime::format_duration(timeout)
+                        ));
                     sys(ctx, 0, &reason).await;
                     store.expire_approval(stage.id, &reason).await?;
                     engine.notify_changed();

@@ -24,7 +24,7 @@ async fn audit_denied<T>(
     result: Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     if let Err(error) = &result {
-        if error.code == "forbidden" {
+        if error.status == axum::http::StatusCode::FORBIDDEN {
             let entry = ferry_store::AuditEntry::new(action, target).outcome("denied");
             state.engine.store().audit(&identity.actor(), entry).await?;
         }
