@@ -11,14 +11,20 @@
 //! **Architecture Invariant:** the engine never writes a status itself; it asks the store,
 //! which checks every change against `ferry_core`'s state machine.
 
+mod audit;
 mod driver;
 pub mod executor;
 pub mod git;
+pub mod identity;
 mod policy;
+mod projects;
 mod requests;
+mod runs;
 pub mod secrets;
 pub mod stages;
 pub mod state;
+mod state_reads;
+mod system;
 pub mod terraform;
 mod workspace;
 
@@ -149,6 +155,8 @@ pub enum Error {
     /// Apply refused: the plan is not the approved one, or the state moved on since.
     #[error("{0}")]
     StalePlan(String),
+    #[error("a password needs at least {min} characters")]
+    WeakPassword { min: usize },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("run {run} is already {status}")]
@@ -259,7 +267,7 @@ impl Engine {
         }
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
 

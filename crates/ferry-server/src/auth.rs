@@ -21,7 +21,7 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use base64::Engine as _;
-use ferry_core::{Actor, Grant, Grants, Permission, Role, Target};
+use ferry_core::{Actor, Grants, Permission, Target};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -200,79 +200,23 @@ pub(crate) fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> 
         .map(|c| c.value().to_owned())
 }
 
-/// The grants of a non-admin service token without recorded scopes (tokens made before
-/// scopes existed, and `ferry token create` without `--scope`): the foundation's reviewer
-/// tokens, which read everything and approve (never their own runs). Anything more needs
-/// explicit scopes.
-fn legacy_grants() -> Vec<Grant> {
-    vec![Grant::everywhere(Role::Approver)]
-}
-
 /// Resolves a presented token to an identity; `None` for an unknown, revoked or expired
-/// token, or one whose user is disabled.
+/// token, or one whose user is disabled (`Engine::authenticate_token`).
 pub(crate) async fn identity_for_token(
     state: &AppState,
     token: &str,
     source: String,
 ) -> Result<Option<Identity>, ApiError> {
-    if !ferry_secrets::looks_like_token(token) {
-        return Ok(None);
-    }
-    let store = state.engine.store();
-    let Some(found) = store
-        .token_by_hash(&ferry_secrets::hash_token(token))
-        .await?
-    else {
+    let Some((id, principal)) = state.engine.authenticate_token(token).await? else {
         return Ok(None);
     };
-    if let Some(expires) = &found.expires_at {
-        let expired = chrono::DateTime::parse_from_rfc3339(expires)
-            .map(|e| e <= chrono::Utc::now())
-            .unwrap_or(true);
-        if expired {
-            return Ok(None);
-        }
-    }
-    let scopes = store.token_scopes(found.id).await?;
-    let (name, user, grants) = if let Some(run_scope) = &found.scope {
-        // The narrowest role that lets a Terraform action work: read, write and lock its
-        // own state (operator) in one project and environment.
-        let project = store.project_name(run_scope.project_id).await?;
-        let grant = Grant {
-            role: Role::Operator,
-            project: Some(project),
-            environment: Some(run_scope.environment.clone()),
-        };
-        (found.name.clone(), None, Grants::new(vec![grant]))
-    } else if let Some(user_id) = found.user_id {
-        let user = store.user_by_id(user_id).await?;
-        if user.disabled {
-            return Ok(None);
-        }
-        let mut grants = Grants::new(store.user_grants(user_id).await?);
-        if !scopes.is_empty() {
-            grants.limit = Some(scopes);
-        }
-        (user.name.clone(), Some(user.name), grants)
-    } else if found.admin {
-        (
-            found.name.clone(),
-            None,
-            Grants::new(vec![Grant::everywhere(Role::Admin)]),
-        )
-    } else if scopes.is_empty() {
-        (found.name.clone(), None, Grants::new(legacy_grants()))
-    } else {
-        (found.name.clone(), None, Grants::new(scopes))
-    };
-    store.touch_token(found.id).await?;
     Ok(Some(Identity {
-        name,
-        admin: grants.is_admin(),
-        grants,
-        user,
-        scope: found.scope,
-        credential: Credential::Token { id: found.id },
+        name: principal.name,
+        admin: principal.grants.is_admin(),
+        grants: principal.grants,
+        user: principal.user,
+        scope: principal.scope,
+        credential: Credential::Token { id },
         source,
     }))
 }
@@ -284,24 +228,20 @@ pub(crate) async fn identity_for_session(
     cookie_value: &str,
     source: String,
 ) -> Result<Option<Identity>, ApiError> {
-    if !ferry_secrets::looks_like_token(cookie_value) {
-        return Ok(None);
-    }
-    let store = state.engine.store();
     let idle = chrono::Duration::from_std(state.access.session_idle)
         .unwrap_or(chrono::Duration::minutes(30));
-    let Some(session) = store
-        .session_by_hash(&ferry_secrets::hash_token(cookie_value), idle)
+    let Some((session, principal)) = state
+        .engine
+        .authenticate_session(cookie_value, idle)
         .await?
     else {
         return Ok(None);
     };
-    let grants = Grants::new(store.user_grants(session.user.id).await?);
     Ok(Some(Identity {
-        name: session.user.name.clone(),
-        admin: grants.is_admin(),
-        grants,
-        user: Some(session.user.name),
+        name: principal.name,
+        admin: principal.grants.is_admin(),
+        grants: principal.grants,
+        user: principal.user,
         scope: None,
         credential: Credential::Session {
             id: session.id,
@@ -379,7 +319,7 @@ pub(crate) async fn audit_failure<T>(
                 .details(
                     serde_json::json!({ "code": error.code, "status": error.status.as_u16() }),
                 );
-            if let Err(audit_error) = state.engine.store().audit(&identity.actor(), entry).await {
+            if let Err(audit_error) = state.engine.audit(&identity.actor(), entry).await {
                 return Err(ApiError::internal(format!(
                     "{audit_error} (while auditing a failed {action})"
                 )));
@@ -402,7 +342,7 @@ pub(crate) async fn require_audited(
 ) -> Result<(), ApiError> {
     if !allowed {
         let entry = ferry_store::AuditEntry::new(action, target).outcome("denied");
-        state.engine.store().audit(&identity.actor(), entry).await?;
+        state.engine.audit(&identity.actor(), entry).await?;
         return Err(ApiError::forbidden(message.to_owned()));
     }
     Ok(())

@@ -477,7 +477,7 @@ async fn decide(state: &AppState, request: Request) -> Result<Request, Response>
                 )
                 .into_response());
             };
-            match state.engine.store().run(RunId(id)).await {
+            match state.engine.run(RunId(id)).await {
                 Ok(run) => run_project = Some(run.project),
                 Err(e) => return Err(ApiError::from(e).into_response()),
             }
@@ -608,7 +608,6 @@ async fn audit_refusal(
         .details(serde_json::json!({ "status": refusal.status.as_u16() }));
     state
         .engine
-        .store()
         .audit(&identity.actor(), entry)
         .await
         .map_err(|e| ApiError::from(e).into_response())

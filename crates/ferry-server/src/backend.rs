@@ -177,7 +177,7 @@ async fn handle(
             return Err(ApiError::bad_request("Content-MD5 does not match the body"));
         }
     }
-    let project_row = state.engine.store().project(project).await?;
+    let project_row = state.engine.project(project).await?;
     if let Some(scope) = &identity.scope {
         // Answered like an unknown state, so a run's credential learns nothing of others.
         if scope.project_id != project_row.id || scope.environment != environment {
@@ -211,7 +211,7 @@ async fn handle(
 }
 
 async fn get(state: &AppState, addr: StateAddr<'_>) -> Result<Response, ApiError> {
-    let Some((_, Some(version))) = state.engine.store().state(addr).await? else {
+    let Some((_, Some(version))) = state.engine.state(addr).await? else {
         return Err(ApiError::not_found(format!(
             "state {} has no versions yet",
             addr.display()
@@ -265,11 +265,7 @@ async fn delete(
     addr: StateAddr<'_>,
 ) -> Result<Response, ApiError> {
     // Admin only: the route's rule says so (see `authz::RULES`).
-    state
-        .engine
-        .store()
-        .delete_state(&identity.actor(), addr)
-        .await?;
+    state.engine.delete_state(&identity.actor(), addr).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -291,7 +287,6 @@ async fn lock(
     info = info.with_created_default(chrono::Utc::now());
     match state
         .engine
-        .store()
         .state_lock(&identity.actor(), &identity.lock_owner(), addr, &info)
         .await?
     {
@@ -323,9 +318,7 @@ async fn unlock(
         });
     }
     match state
-        .engine
-        .store()
-        .state_unlock(
+        .engine.state_unlock(
             &identity.actor(),
             &identity.lock_owner(),
             addr,

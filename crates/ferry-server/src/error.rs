@@ -159,6 +159,7 @@ impl From<ferry_engine::Error> for ApiError {
             }
             E::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
             E::Refused(_) => ApiError::new(status, "refused", e.to_string()),
+            E::WeakPassword { .. } => ApiError::new(status, "weak_password", e.to_string()),
             E::StalePlan(_) => ApiError::new(StatusCode::CONFLICT, "stale_plan", e.to_string()),
             E::Escape(_) => ApiError::new(status, "path_escapes_checkout", e.to_string()),
             E::NoSandbox(_) => {

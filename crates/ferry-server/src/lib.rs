@@ -634,7 +634,7 @@ impl Server {
         };
         let (http_result, ()) = tokio::join!(http, engine_stop);
         let _ = pruner.await;
-        state.engine.store().close().await;
+        state.engine.close().await;
         http_result
     }
 }
@@ -653,7 +653,7 @@ async fn prune_state_versions(state: AppState) {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let store = state.engine.store();
+        let store = &state.engine;
         if let Err(e) = store
             .prune_state_versions(&actor, chrono::Utc::now(), state.engine.data_dir())
             .await

@@ -83,7 +83,7 @@ pub(crate) async fn events_list(
     Query(query): Query<EventsQuery>,
 ) -> ApiResult<axum::Json<api::EventPage>> {
     let filter = query.filter(None, visible_projects(&state, &identity).await?)?;
-    let events = state.engine.store().events(&filter).await?;
+    let events = state.engine.events(&filter).await?;
     let next_after = events.last().map_or(filter.after.unwrap_or(0), |e| e.id);
     Ok(axum::Json(api::EventPage {
         events: events.into_iter().map(convert::event).collect(),
@@ -108,7 +108,7 @@ pub(crate) async fn events_stream(
         .and_then(|v| v.parse::<i64>().ok());
     // Visibility is decided once, when the stream opens.
     let filter = query.filter(resume, visible_projects(&state, &identity).await?)?;
-    let updates = state.engine.store().event_updates();
+    let updates = state.engine.event_updates();
     let start = (state, filter, updates, Vec::<api::Event>::new(), false);
     let stream = futures::stream::unfold(
         start,
@@ -125,7 +125,7 @@ pub(crate) async fn events_stream(
                         .data(data);
                     return Some((Ok(message), (state, filter, updates, pending, false)));
                 }
-                match state.engine.store().events(&filter).await {
+                match state.engine.events(&filter).await {
                     Ok(events) if !events.is_empty() => {
                         filter.after = events.last().map(|e| e.id);
                         pending = events.into_iter().map(convert::event).collect();
@@ -219,7 +219,7 @@ pub(crate) async fn audit_list(
         until: rfc3339("until", &query.until)?,
         limit,
     };
-    let entries = state.engine.store().audit_filtered(&filter).await?;
+    let entries = state.engine.audit_filtered(&filter).await?;
     let next_after = entries.last().map_or(after, |e| e.seq);
     Ok(axum::Json(api::AuditPage {
         entries: entries.into_iter().map(convert::audit).collect(),

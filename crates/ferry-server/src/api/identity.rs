@@ -11,7 +11,8 @@ use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ferry_api as api;
-use ferry_core::{Actor, Grant};
+use ferry_core::Grant;
+use ferry_engine::identity::LoginOutcome;
 use ferry_store::Subject;
 
 use super::tokens::parse_grants;
@@ -19,37 +20,6 @@ use crate::auth::{audit_failure, client_address, csrf_token, Credential, Identit
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::AppState;
-
-fn check_password(password: &str) -> Result<(), ApiError> {
-    if password.chars().count() < ferry_secrets::password::MIN_PASSWORD_LEN {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "weak_password",
-            format!(
-                "a password needs at least {} characters",
-                ferry_secrets::password::MIN_PASSWORD_LEN
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// argon2id is deliberately slow: hash off the async workers.
-async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || ferry_secrets::password::hash_password(&password))
-        .await
-        .map_err(ApiError::internal)
-}
-
-async fn verify_password(password: String, stored: Option<String>) -> ApiResult<bool> {
-    tokio::task::spawn_blocking(move || {
-        let stored = stored.as_deref();
-        let hash = stored.unwrap_or(ferry_secrets::password::decoy_hash());
-        ferry_secrets::password::verify_password(&password, hash) && stored.is_some()
-    })
-    .await
-    .map_err(ApiError::internal)
-}
 
 /// Starts a browser session. Accepts JSON or an HTML form.
 #[utoipa::path(post, path = "/api/v1/login", security(), request_body = api::Login,
@@ -78,91 +48,52 @@ async fn login_inner(state: &AppState, request: Request) -> ApiResult<Response> 
     } else {
         Json::<api::Login>::from_request(request, state).await?.0
     };
-    let store = state.engine.store();
-    // The audit log names the account tried; a name that cannot be a user is not repeated.
-    let valid_name = super::projects::check_name("user", &login.username).is_ok();
-    let actor = Actor {
-        name: if valid_name {
-            login.username.clone()
-        } else {
-            "invalid-username".to_owned()
-        },
-        source: source.clone(),
+    let policy = ferry_engine::identity::LoginPolicy {
+        window: chrono::Duration::from_std(state.access.login_window)
+            .unwrap_or(chrono::Duration::minutes(15)),
+        max_per_account: state.access.login_max_per_account,
+        max_per_source: state.access.login_max_per_source,
+        session_absolute: chrono::Duration::from_std(state.access.session_absolute)
+            .unwrap_or(chrono::Duration::hours(12)),
     };
-    let window = chrono::Duration::from_std(state.access.login_window)
-        .unwrap_or(chrono::Duration::minutes(15));
-    let (by_account, by_source) = store
-        .login_failures(&actor.name, &source, chrono::Utc::now() - window)
-        .await?;
-    if by_account >= state.access.login_max_per_account
-        || by_source >= state.access.login_max_per_source
+    let absolute = policy.session_absolute;
+    let (session, cookie_value) = match state
+        .engine
+        .login(&login.username, login.password, &source, &policy)
+        .await?
     {
-        let reason = if by_account >= state.access.login_max_per_account {
-            "too many failed logins for this account"
-        } else {
-            "too many failed logins from this address"
-        };
-        store
-            .record_login_refusal(&actor, "throttled", reason)
-            .await?;
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("{reason}; try again later"),
-        )
-        .into_response();
-        response.headers_mut().insert(
-            "retry-after",
-            HeaderValue::from(state.access.login_window.as_secs()),
-        );
-        return Ok(response);
-    }
-    let user = if valid_name {
-        match store.user(&login.username).await {
-            Ok(user) => Some(user),
-            Err(ferry_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
+        LoginOutcome::Throttled { reason } => {
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("{reason}; try again later"),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from(state.access.login_window.as_secs()),
+            );
+            return Ok(response);
         }
-    } else {
-        None
+        LoginOutcome::Refused => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "login_failed",
+                "invalid username or password, or the user is disabled",
+            ))
+        }
+        LoginOutcome::Started { session, cookie } => (session, cookie),
     };
-    let matches = verify_password(
-        login.password,
-        user.as_ref().and_then(|u| u.password_hash.clone()),
-    )
-    .await?;
-    let refusal = match &user {
-        None => Some(("failed", "unknown user")),
-        Some(_) if !matches => Some(("failed", "wrong password")),
-        Some(u) if u.disabled => Some(("denied", "user disabled")),
-        Some(_) => None,
-    };
-    let Some(user) = user.filter(|_| refusal.is_none()) else {
-        let (outcome, reason) = refusal.unwrap_or(("failed", "unknown user"));
-        store.record_login_refusal(&actor, outcome, reason).await?;
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "login_failed",
-            "invalid username or password, or the user is disabled",
-        ));
-    };
-    let cookie_value = ferry_secrets::generate_token();
-    let absolute = chrono::Duration::from_std(state.access.session_absolute)
-        .unwrap_or(chrono::Duration::hours(12));
-    let session = store
-        .create_session(&actor, &user, &cookie_value.hash, absolute)
-        .await?;
-    let cookie =
-        cookie::Cookie::build((state.access.cookie_name(), cookie_value.plaintext.clone()))
-            .http_only(true)
-            .secure(state.access.cookie_secure)
-            .same_site(cookie::SameSite::Strict)
-            .path("/")
-            .max_age(cookie::time::Duration::seconds(absolute.num_seconds()))
-            .build();
+    let cookie = cookie::Cookie::build((state.access.cookie_name(), cookie_value.clone()))
+        .http_only(true)
+        .secure(state.access.cookie_secure)
+        .same_site(cookie::SameSite::Strict)
+        .path("/")
+        .max_age(cookie::time::Duration::seconds(absolute.num_seconds()))
+        .build();
     let body = api::SessionInfo {
-        user: user.name,
-        csrf_token: csrf_token(&cookie_value.plaintext),
+        user: session.user.name.clone(),
+        csrf_token: csrf_token(&cookie_value),
         expires_at: session.expires_at,
     };
     let mut response = (StatusCode::OK, axum::Json(body)).into_response();
@@ -190,11 +121,7 @@ pub(crate) async fn logout(
             "logout ends a browser session; revoke a token with DELETE /api/v1/tokens/{name}",
         ));
     };
-    state
-        .engine
-        .store()
-        .revoke_session(&identity.actor(), id)
-        .await?;
+    state.engine.logout(&identity.actor(), id).await?;
     let cookie = cookie::Cookie::build((state.access.cookie_name(), ""))
         .http_only(true)
         .secure(state.access.cookie_secure)
@@ -211,7 +138,7 @@ pub(crate) async fn logout(
 }
 
 async fn user_view(state: &AppState, user: ferry_store::User) -> ApiResult<api::User> {
-    let store = state.engine.store();
+    let store = &state.engine;
     let grants = store
         .list_grants()
         .await?
@@ -235,7 +162,7 @@ pub(crate) async fn users_list(
     _identity: Identity,
 ) -> ApiResult<axum::Json<Vec<api::User>>> {
     let mut out = Vec::new();
-    for user in state.engine.store().list_users().await? {
+    for user in state.engine.list_users().await? {
         out.push(user_view(&state, user).await?);
     }
     Ok(axum::Json(out))
@@ -252,17 +179,9 @@ pub(crate) async fn users_create(
     let target = format!("user/{}", body.name);
     let result = async {
         super::projects::check_name("user", &body.name)?;
-        let hash = match body.password {
-            Some(password) => {
-                check_password(&password)?;
-                Some(hash_password(password).await?)
-            }
-            None => None,
-        };
         let user = state
             .engine
-            .store()
-            .create_user(&identity.actor(), &body.name, hash.as_deref())
+            .create_user(&identity.actor(), &body.name, body.password)
             .await?;
         user_view(&state, user).await
     }
@@ -282,7 +201,7 @@ pub(crate) async fn users_update(
 ) -> ApiResult<axum::Json<api::User>> {
     let target = format!("user/{name}");
     let result = async {
-        let store = state.engine.store();
+        let store = &state.engine;
         if body.disabled.is_none() && body.password.is_none() {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -291,9 +210,9 @@ pub(crate) async fn users_update(
             ));
         }
         if let Some(password) = body.password {
-            check_password(&password)?;
-            let hash = hash_password(password).await?;
-            store.set_password(&identity.actor(), &name, &hash).await?;
+            store
+                .set_password(&identity.actor(), &name, password)
+                .await?;
         }
         if let Some(disabled) = body.disabled {
             store
@@ -310,7 +229,6 @@ pub(crate) async fn users_update(
 async fn team_view(state: &AppState, team: ferry_store::Team) -> ApiResult<api::Team> {
     let grants = state
         .engine
-        .store()
         .list_grants()
         .await?
         .into_iter()
@@ -328,7 +246,6 @@ async fn team_view(state: &AppState, team: ferry_store::Team) -> ApiResult<api::
 async fn team_named(state: &AppState, name: &str) -> ApiResult<api::Team> {
     let team = state
         .engine
-        .store()
         .list_teams()
         .await?
         .into_iter()
@@ -348,7 +265,7 @@ pub(crate) async fn teams_list(
     _identity: Identity,
 ) -> ApiResult<axum::Json<Vec<api::Team>>> {
     let mut out = Vec::new();
-    for team in state.engine.store().list_teams().await? {
+    for team in state.engine.list_teams().await? {
         out.push(team_view(&state, team).await?);
     }
     Ok(axum::Json(out))
@@ -366,7 +283,6 @@ pub(crate) async fn teams_create(
         super::projects::check_name("team", &body.name)?;
         let team = state
             .engine
-            .store()
             .create_team(&identity.actor(), &body.name)
             .await?;
         team_view(&state, team).await
@@ -388,7 +304,6 @@ pub(crate) async fn team_members_add(
     let result = async {
         state
             .engine
-            .store()
             .set_team_member(&identity.actor(), &team, &body.user, true)
             .await?;
         team_named(&state, &team).await
@@ -410,7 +325,6 @@ pub(crate) async fn team_members_remove(
     let result = async {
         state
             .engine
-            .store()
             .set_team_member(&identity.actor(), &team, &user, false)
             .await?;
         team_named(&state, &team).await
@@ -454,7 +368,7 @@ pub(crate) async fn grants_list(
     State(state): State<AppState>,
     _identity: Identity,
 ) -> ApiResult<axum::Json<Vec<api::RoleGrant>>> {
-    let grants = state.engine.store().list_grants().await?;
+    let grants = state.engine.list_grants().await?;
     Ok(axum::Json(
         grants.iter().map(|(s, g)| grant_view(s, g)).collect(),
     ))
@@ -502,7 +416,6 @@ async fn set_grant(
         let (subject, grant) = parse_role_grant(body)?;
         state
             .engine
-            .store()
             .set_grant(&identity.actor(), &subject, &grant, granted)
             .await?;
         Ok(grant_view(&subject, &grant))

@@ -44,7 +44,7 @@ fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
 
 /// Whether every line of the run is on disk: the run is over and its driver is gone.
 async fn finished(state: &AppState, run: RunId) -> ApiResult<bool> {
-    let run_row = state.engine.store().run(run).await?;
+    let run_row = state.engine.run(run).await?;
     Ok(run_row.status.is_terminal() && !state.engine.is_active(run))
 }
 
@@ -143,7 +143,7 @@ pub(crate) async fn logs_stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let run = RunId(id);
     let limit = check_limit(query.limit)?;
-    state.engine.store().run(run).await?;
+    state.engine.run(run).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -202,7 +202,6 @@ pub(crate) async fn logs_stream(
                 let status = f
                     .state
                     .engine
-                    .store()
                     .run(f.run)
                     .await
                     .map(|r| r.status.as_str())

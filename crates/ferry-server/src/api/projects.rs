@@ -113,9 +113,7 @@ pub(crate) async fn projects_create(
         let git = git_credentials(body.git_username.as_deref(), body.git_secret.as_deref())?;
         check_reachable(&state, &body.name, None, &body.repo, git.as_ref()).await?;
         Ok(state
-            .engine
-            .store()
-            .create_project_with(&identity.actor(), &body.name, &body.repo, git.as_ref())
+            .engine.create_project_with(&identity.actor(), &body.name, &body.repo, git.as_ref())
             .await?)
     }
     .await;
@@ -135,7 +133,7 @@ pub(crate) async fn projects_list(
     State(state): State<AppState>,
     identity: Identity,
 ) -> ApiResult<axum::Json<Vec<api::Project>>> {
-    let projects = state.engine.store().list_projects().await?;
+    let projects = state.engine.list_projects().await?;
     Ok(axum::Json(
         projects
             .into_iter()
@@ -153,7 +151,7 @@ pub(crate) async fn projects_get(
     Path(project): Path<String>,
 ) -> ApiResult<axum::Json<api::Project>> {
     Ok(axum::Json(convert::project(
-        state.engine.store().project(&project).await?,
+        state.engine.project(&project).await?,
     )))
 }
 
@@ -170,7 +168,7 @@ pub(crate) async fn projects_update(
 ) -> ApiResult<axum::Json<api::Project>> {
     let result = async {
         let git = git_credentials(body.git_username.as_deref(), body.git_secret.as_deref())?;
-        let current = state.engine.store().project(&project).await?;
+        let current = state.engine.project(&project).await?;
         if git.is_some() {
             check_reachable(
                 &state,
@@ -183,7 +181,6 @@ pub(crate) async fn projects_update(
         }
         Ok(state
             .engine
-            .store()
             .set_project_git(&identity.actor(), &project, git.as_ref())
             .await?)
     }

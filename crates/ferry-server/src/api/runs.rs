@@ -89,7 +89,7 @@ pub(crate) async fn runs_list(
         limit: limit + 1,
         visible: visible_projects(&state, &identity).await?,
     };
-    let mut runs = state.engine.store().list_runs(&filter).await?;
+    let mut runs = state.engine.list_runs(&filter).await?;
     let next_before = if runs.len() as i64 > limit {
         runs.truncate(limit as usize);
         runs.last().map(|r| r.id.0)
@@ -110,7 +110,7 @@ pub(crate) async fn visible_projects(
     if identity.grants.sees_all() {
         return Ok(None);
     }
-    let projects = state.engine.store().list_projects().await?;
+    let projects = state.engine.list_projects().await?;
     Ok(Some(
         projects
             .into_iter()
@@ -128,7 +128,7 @@ pub(crate) async fn runs_get(
     _identity: Identity,
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<api::RunDetail>> {
-    let store = state.engine.store();
+    let store = &state.engine;
     let detail = store.run_detail(RunId(id)).await?;
     let mut detail = convert::run_detail(detail);
     detail.policy = store
@@ -191,7 +191,7 @@ pub(crate) async fn approvals_create(
                     "break glass is for approving; a rejection needs no emergency",
                 ));
             }
-            let run = state.engine.store().run(RunId(id)).await?;
+            let run = state.engine.run(RunId(id)).await?;
             let target = ferry_core::Target::Environment(&run.project, &body.environment);
             require_audited(
                 &state,

@@ -115,7 +115,6 @@ async fn list(
     check_scope(q.project.as_deref(), None)?;
     let metas = state
         .engine
-        .store()
         .list_secrets(kind, q.project.as_deref())
         .await?;
     Ok(metas
@@ -177,7 +176,6 @@ async fn delete(
         let (name, scope) = parse(name, scope)?;
         let meta = state
             .engine
-            .store()
             .remove_secret(&identity.actor(), kind, &scope, &name)
             .await?;
         Ok(info(meta))

@@ -96,7 +96,7 @@ async fn resolve(
     if !name.is_empty() {
         super::projects::check_name("state", &name)?;
     }
-    let row = state.engine.store().project(&project).await?;
+    let row = state.engine.project(&project).await?;
     Ok(Resolved {
         project_id: row.id,
         project,
@@ -147,7 +147,7 @@ async fn load(
     r: &Resolved,
     number: Option<i64>,
 ) -> ApiResult<(StateRow, VersionInfo)> {
-    let store = state.engine.store();
+    let store = &state.engine;
     let number = match number {
         Some(n) => n,
         None => {
@@ -239,11 +239,7 @@ pub(crate) async fn states_list(
     identity: Identity,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Vec<api::StateSummary>>> {
-    let rows = state
-        .engine
-        .store()
-        .list_states(query.project.as_deref())
-        .await?;
+    let rows = state.engine.list_states(query.project.as_deref()).await?;
     Ok(axum::Json(
         rows.iter()
             .filter(|l| {
@@ -288,7 +284,7 @@ pub(crate) async fn state_show(
             instances: s.instances,
         })
         .collect();
-    let current = match state.engine.store().state(r.addr()).await? {
+    let current = match state.engine.state(r.addr()).await? {
         Some((_, Some(current))) => Some(version(&VersionInfo {
             version: current,
             pruned_at: None,
@@ -314,7 +310,7 @@ pub(crate) async fn state_versions(
     Query(query): Query<NameQuery>,
 ) -> ApiResult<axum::Json<Vec<api::StateVersion>>> {
     let r = resolve(&state, project, environment, query.name).await?;
-    let versions = state.engine.store().state_versions(r.addr()).await?;
+    let versions = state.engine.state_versions(r.addr()).await?;
     Ok(axum::Json(versions.iter().map(version).collect()))
 }
 
@@ -347,7 +343,7 @@ pub(crate) async fn state_raw(
     let entry = AuditEntry::new("state.pull", r.target()).details(serde_json::json!({
         "version": v.version.number, "serial": v.version.serial, "sha256": v.version.sha256,
     }));
-    state.engine.store().audit(&identity.actor(), entry).await?;
+    state.engine.audit(&identity.actor(), entry).await?;
     Ok((StatusCode::OK, [(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -396,7 +392,6 @@ pub(crate) async fn state_lock_info(
     let r = resolve(&state, project, environment, query.name).await?;
     let (row, _) = state
         .engine
-        .store()
         .state(r.addr())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("{} not found", r.target())))?;
@@ -416,7 +411,7 @@ pub(crate) async fn state_unlock(
     let target = format!("state/{project}/{environment}");
     let result = async {
         let r = resolve(&state, project, environment, query.name).await?;
-        let store = state.engine.store();
+        let store = &state.engine;
         let (row, _) = store
             .state(r.addr())
             .await?
@@ -461,7 +456,7 @@ pub(crate) async fn state_rollback(
     let target = format!("state/{project}/{environment}");
     let result = async {
         let r = resolve(&state, project, environment, query.name).await?;
-        let store = state.engine.store();
+        let store = &state.engine;
         let (row, current) = store
             .state(r.addr())
             .await?
@@ -573,7 +568,6 @@ pub(crate) async fn state_delete(
         let r = resolve(&state, project, environment, query.name).await?;
         state
             .engine
-            .store()
             .delete_state(&identity.actor(), r.addr())
             .await?;
         Ok(())
@@ -609,7 +603,6 @@ pub(crate) async fn state_retention(
         let r = resolve(&state, project, environment, query.name).await?;
         Ok(state
             .engine
-            .store()
             .set_state_retention(&identity.actor(), r.addr(), body.days, body.keep)
             .await?)
     }
@@ -618,7 +611,6 @@ pub(crate) async fn state_retention(
     // New settings apply at once rather than at the next hourly pass.
     state
         .engine
-        .store()
         .prune_state_versions(
             &ferry_core::Actor::system("retention"),
             chrono::Utc::now(),

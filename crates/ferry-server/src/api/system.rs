@@ -30,7 +30,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<api:
             "the server is shutting down",
         ));
     }
-    state.engine.store().ping().await.map_err(|e| {
+    state.engine.ping().await.map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -77,7 +77,7 @@ pub(crate) async fn queue(
     State(state): State<AppState>,
     identity: Identity,
 ) -> ApiResult<Json<Vec<api::EnvironmentQueue>>> {
-    let queue = state.engine.store().queue().await?;
+    let queue = state.engine.queue().await?;
     Ok(Json(
         queue
             .into_iter()
@@ -98,7 +98,7 @@ pub(crate) async fn queue(
 #[utoipa::path(get, path = "/metrics", security(),
     responses((status = 200, description = "Prometheus/OpenMetrics text exposition", content_type = "application/openmetrics-text")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let counts = state.engine.store().run_counts().await?;
+    let counts = state.engine.run_counts().await?;
     let body = state.metrics.render(&counts);
     Ok((
         [(

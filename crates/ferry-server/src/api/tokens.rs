@@ -37,12 +37,8 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// The API shape of a token, with its owner's name and its scopes.
 async fn describe(state: &AppState, token: ferry_store::Token) -> ApiResult<api::Token> {
-    let store = state.engine.store();
-    let user = match token.user_id {
-        Some(id) => Some(store.user_by_id(id).await?.name),
-        None => None,
-    };
-    let scopes = store.token_scopes(token.id).await?;
+    let (owner, scopes) = state.engine.token_owner_and_scopes(&token).await?;
+    let user = owner.map(|u| u.name);
     let mut out = convert::token(token);
     out.user = user;
     out.scopes = scopes.iter().map(Grant::to_string).collect();
@@ -69,7 +65,6 @@ pub(crate) async fn tokens_create(
         "only an admin may create service tokens or another user's tokens",
     )
     .await?;
-    let new = ferry_secrets::generate_token();
     let result = async {
         super::projects::check_name("token", &body.name)?;
         let scopes = parse_grants(&body.scopes)?;
@@ -88,30 +83,21 @@ pub(crate) async fn tokens_create(
                 return Err(invalid(format!("expires_at `{expires}` is in the past")));
             }
         }
-        let row = ferry_store::NewTokenRow {
+        let new = ferry_engine::identity::NewToken {
             name: &body.name,
-            hash: &new.hash,
-            hint: &new.hint,
             admin: body.admin,
             user: body.user.as_deref(),
             scopes: &scopes,
             expires_at: body.expires_at.as_deref(),
         };
-        let token = state
-            .engine
-            .store()
-            .create_scoped_token(&identity.actor(), &row)
-            .await?;
-        describe(&state, token).await
+        let (token, secret) = state.engine.create_token(&identity.actor(), &new).await?;
+        Ok((describe(&state, token).await?, secret))
     }
     .await;
-    let token = audit_failure(&state, &identity, "token.create", &target, result).await?;
+    let (token, secret) = audit_failure(&state, &identity, "token.create", &target, result).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(api::TokenCreated {
-            token,
-            secret: new.plaintext,
-        }),
+        axum::Json(api::TokenCreated { token, secret }),
     ))
 }
 
@@ -127,7 +113,7 @@ pub(crate) async fn tokens_list(
         ));
     }
     let mut out = Vec::new();
-    for token in state.engine.store().list_tokens().await? {
+    for token in state.engine.list_tokens().await? {
         let described = describe(&state, token).await?;
         if identity.admin || described.user == identity.user {
             out.push(described);
@@ -147,9 +133,9 @@ pub(crate) async fn tokens_revoke(
     let target = format!("token/{name}");
     let own = match (&identity.user, identity.admin) {
         (Some(user), false) => {
-            let store = state.engine.store();
-            let user_id = store.user(user).await?.id;
-            store
+            let user_id = state.engine.user(user).await?.id;
+            state
+                .engine
                 .list_tokens()
                 .await?
                 .iter()
@@ -168,7 +154,6 @@ pub(crate) async fn tokens_revoke(
     .await?;
     let result = state
         .engine
-        .store()
         .revoke_token(&identity.actor(), &name)
         .await
         .map_err(ApiError::from);

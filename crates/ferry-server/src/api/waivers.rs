@@ -26,7 +26,7 @@ async fn audit_denied<T>(
     if let Err(error) = &result {
         if error.status == axum::http::StatusCode::FORBIDDEN {
             let entry = ferry_store::AuditEntry::new(action, target).outcome("denied");
-            state.engine.store().audit(&identity.actor(), entry).await?;
+            state.engine.audit(&identity.actor(), entry).await?;
         }
     }
     audit_failure(state, identity, action, target, result).await
@@ -53,7 +53,7 @@ pub(crate) async fn waivers_create(
                 ))
             })?
             .with_timezone(&chrono::Utc);
-        let run = state.engine.store().run(RunId(body.run_id)).await?;
+        let run = state.engine.run(RunId(body.run_id)).await?;
         if run.project != project {
             return Err(ApiError::not_found(format!(
                 "run {} is not in project {project}",
@@ -95,8 +95,8 @@ pub(crate) async fn waivers_list(
     Path(project): Path<String>,
     Query(query): Query<WaiverQuery>,
 ) -> ApiResult<axum::Json<Vec<api::Waiver>>> {
-    let project = state.engine.store().project(&project).await?;
-    let waivers = state.engine.store().waivers(project.id, query.all).await?;
+    let project = state.engine.project(&project).await?;
+    let waivers = state.engine.waivers(project.id, query.all).await?;
     Ok(axum::Json(
         waivers.into_iter().map(convert::waiver).collect(),
     ))
@@ -111,7 +111,7 @@ pub(crate) async fn waivers_revoke(
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<api::Waiver>> {
     let target = format!("waiver/{id}");
-    let waiver = state.engine.store().waiver(id).await?;
+    let waiver = state.engine.waiver(id).await?;
     if !identity.sees(&waiver.project) {
         return Err(ApiError::not_found(format!("waiver `{id}` not found")));
     }
@@ -130,7 +130,6 @@ pub(crate) async fn waivers_revoke(
     .await?;
     let result = state
         .engine
-        .store()
         .revoke_waiver(&identity.actor(), id)
         .await
         .map_err(ApiError::from);
