@@ -12,6 +12,7 @@
 //! which checks every change against `ferry_core`'s state machine.
 
 mod audit;
+pub mod datadir;
 mod driver;
 pub mod executor;
 pub mod git;
@@ -225,13 +226,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine whose actions run as local process groups.
-    pub fn new(
-        config: EngineConfig,
-        store: Store,
-        master_key: Arc<ferry_secrets::MasterKey>,
-    ) -> Engine {
-        Engine::with_executor(config, store, master_key, Arc::new(executor::Local))
+    /// An engine on an opened data dir ([`datadir::open`]) whose actions run as local
+    /// process groups.
+    pub fn new(config: EngineConfig, opened: datadir::Opened) -> Engine {
+        Engine::with_executor(
+            config,
+            opened.store,
+            opened.master,
+            Arc::new(executor::Local),
+        )
     }
 
     /// An engine whose actions run on `executor` (a fake one in engine tests).

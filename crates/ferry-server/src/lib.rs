@@ -26,10 +26,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use ferry_core::Actor;
+use ferry_engine::datadir::KeySource;
 pub use ferry_engine::{probe_sandbox, SandboxSupport};
 use ferry_engine::{Engine, EngineConfig};
-use ferry_secrets::{KeySource, MasterKey};
-use ferry_store::{Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -44,8 +43,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
-    /// Wraps the data key of every encrypted state version.
-    pub master_key: Arc<MasterKey>,
     /// Sessions, login throttling, trusted proxies.
     pub access: Arc<AccessConfig>,
 }
@@ -303,69 +300,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Paths inside the data dir.
-pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("ferry.db")
-}
-
-pub fn audit_checkpoint_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("audit.head")
-}
-
-pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
-}
-
-/// Where the first admin's generated password is written (mode 0600) when
-/// `FERRY_ADMIN_PASSWORD` is not given.
-pub fn admin_password_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.password")
-}
-
-/// On first start (no users yet), creates the user `admin` with the admin role on
-/// everything. Its password is `password` or a generated one written to `admin.password`;
-/// it is never logged.
-async fn bootstrap_admin_user(
-    store: &Store,
-    dir: &Path,
-    password: Option<&str>,
-) -> Result<(), StartError> {
-    if store.count_users().await? > 0 {
-        return Ok(());
-    }
-    let generated;
-    let password = match password {
-        Some(p) if p.chars().count() >= ferry_secrets::password::MIN_PASSWORD_LEN => p,
-        Some(_) => {
-            return Err(StartError::AdminPassword(format!(
-                "FERRY_ADMIN_PASSWORD needs at least {} characters",
-                ferry_secrets::password::MIN_PASSWORD_LEN
-            )))
-        }
-        None => {
-            generated = ferry_secrets::password::generate_password();
-            ferry_secrets::write_secret_file(
-                &admin_password_path(dir),
-                format!("{}\n", generated.as_str()).as_bytes(),
-            )?;
-            tracing::info!(path = %admin_password_path(dir).display(), "wrote the first admin's password");
-            generated.as_str()
-        }
-    };
-    let hash = ferry_secrets::password::hash_password(password);
-    let actor = Actor::system("bootstrap");
-    store.create_user(&actor, "admin", Some(&hash)).await?;
-    store
-        .set_grant(
-            &actor,
-            &ferry_store::Subject::User("admin".into()),
-            &ferry_core::Grant::everywhere(ferry_core::Role::Admin),
-            true,
-        )
-        .await?;
-    Ok(())
-}
-
 /// Written at start so local CLI calls find the server without flags.
 pub fn server_url_path(data_dir: &Path) -> PathBuf {
     data_dir.join("server.url")
@@ -378,10 +312,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("master key: {0}")]
-    MasterKey(#[from] ferry_secrets::Error),
-    #[error("store: {0}")]
-    Store(#[from] ferry_store::Error),
+    #[error(transparent)]
+    Open(#[from] ferry_engine::datadir::DataDirError),
     #[error("{0}")]
     Unsafe(String),
     #[error("recovery: {0}")]
@@ -393,43 +325,14 @@ pub enum StartError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("{0}")]
-    AdminPassword(String),
     #[error("TLS: {0}")]
     Tls(String),
 }
 
-/// Where a master key rotation keeps the new key until it commits.
-pub fn next_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("master.key.next")
-}
-
-/// Finishes or undoes a master key rotation that stopped half-way: the new key waits in
-/// `master.key.next` until the database commit that re-wrapped everything; if the keyring
-/// already names the new key, the commit happened and the new key takes its place, otherwise
-/// the old key still rules and the new one is dropped.
-pub async fn finish_interrupted_rotation(data_dir: &Path) -> Result<(), StartError> {
-    let next = next_key_path(data_dir);
-    if !next.exists() {
-        return Ok(());
-    }
-    let (new, _) = MasterKey::load(&KeySource::File(next.clone()))?;
-    let db = db_path(data_dir);
-    let committed =
-        db.exists() && ferry_store::keyring_key_id(&db).await?.as_deref() == Some(new.id());
-    if committed {
-        std::fs::rename(&next, data_dir.join(ferry_secrets::key::DATA_DIR_KEY_FILE))?;
-        std::fs::File::open(data_dir)?.sync_all()?;
-        tracing::warn!(
-            key_id = new.id(),
-            "finished an interrupted master key rotation"
-        );
-    } else {
-        std::fs::remove_file(&next)?;
-        tracing::warn!("dropped the new key of a master key rotation that never committed");
-    }
-    Ok(())
-}
+pub use ferry_engine::datadir::{
+    admin_password_path, admin_token_path, audit_checkpoint_path, db_path,
+    finish_interrupted_rotation, next_key_path,
+};
 
 /// A started server: bound, recovered, ready to serve.
 pub struct Server {
@@ -478,36 +381,21 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         source,
     })?;
     tighten_data_dir(&work_dir)?;
-    if let KeySource::DataDir(dir) = &config.master_key {
-        finish_interrupted_rotation(dir).await?;
+    let opened = ferry_engine::datadir::open(
+        dir,
+        &config.master_key,
+        config.access.admin_password.as_deref(),
+    )
+    .await?;
+    if opened.key_created {
+        tracing::info!(key_id = %opened.key_id, "created a new master key");
     }
-    let (master, created) = MasterKey::load(&config.master_key)?;
-    if created {
-        tracing::info!(key_id = master.id(), "created a new master key");
-    }
-    let store_config = StoreConfig {
-        path: db_path(dir),
-        audit_checkpoint: audit_checkpoint_path(dir),
-    };
-    let store = Store::open(&store_config, &master).await?;
-    if store.count_tokens().await? == 0 {
-        let token = ferry_secrets::generate_token();
-        store
-            .create_token(
-                &Actor::system("bootstrap"),
-                "admin",
-                &token.hash,
-                &token.hint,
-                true,
-            )
-            .await?;
-        ferry_secrets::write_secret_file(
-            &admin_token_path(dir),
-            format!("{}\n", token.plaintext).as_bytes(),
-        )?;
+    if opened.wrote_admin_token {
         tracing::info!(path = %admin_token_path(dir).display(), "wrote the bootstrap admin token");
     }
-    bootstrap_admin_user(&store, dir, config.access.admin_password.as_deref()).await?;
+    if opened.wrote_admin_password {
+        tracing::info!(path = %admin_password_path(dir).display(), "wrote the first admin's password");
+    }
     // Bind first: actions reach the state backend at this address.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -556,8 +444,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         backend_url,
         git: config.git.clone(),
     };
-    let master = Arc::new(master);
-    let engine = Engine::new(engine_config, store, master.clone());
+    let engine = Engine::new(engine_config, opened);
     let metrics = Arc::new(Metrics::default());
     let observer_metrics = metrics.clone();
     engine.set_action_observer(Arc::new(move |kind, outcome, elapsed| {
@@ -575,7 +462,6 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         engine,
         metrics,
         shutdown: CancellationToken::new(),
-        master_key: master,
         access: Arc::new(config.access.clone()),
     };
     Ok(Server {

@@ -356,38 +356,8 @@ async fn audit_verify(g: &Global) -> Result<ExitCode> {
     if !db.exists() {
         bail!("no Ferry database at {}", db.display());
     }
-    let key_source = match (
-        std::env::var("FERRY_MASTER_KEY")
-            .ok()
-            .filter(|v| !v.is_empty()),
-        std::env::var_os("FERRY_MASTER_KEY_FILE"),
-    ) {
-        (Some(value), _) => ferry_secrets::KeySource::Env(value),
-        (None, Some(file)) => ferry_secrets::KeySource::File(PathBuf::from(file)),
-        (None, None) => {
-            let path = dir.join(ferry_secrets::key::DATA_DIR_KEY_FILE);
-            if !path.exists() {
-                bail!(
-                    "no master key at {} (set FERRY_MASTER_KEY or FERRY_MASTER_KEY_FILE)",
-                    path.display()
-                );
-            }
-            ferry_secrets::KeySource::DataDir(dir.clone())
-        }
-    };
-    let (key, _) = ferry_secrets::MasterKey::load(&key_source)?;
-    let checkpoint = ferry_server::audit_checkpoint_path(&dir);
-    let store = ferry_store::Store::open_read_only(&db, &key, checkpoint.clone()).await?;
-    let result = store.verify_audit().await?;
-    store.close().await;
-    let result = match result {
-        Ok(report) if report.entries > 0 && !checkpoint.exists() => Err(format!(
-            "the audit checkpoint {} is missing: the chain cannot be checked for truncation",
-            checkpoint.display()
-        )),
-        Ok(report) => Ok(report),
-        Err(e) => Err(e.to_string()),
-    };
+    let result =
+        ferry_engine::datadir::verify_audit(&dir, &crate::admin::existing_key(&dir)?).await?;
     match result {
         Ok(report) => {
             if g.output == Output::Json {

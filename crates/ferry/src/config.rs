@@ -299,11 +299,11 @@ impl Config {
         })
     }
 
-    pub(crate) fn key_source(&self) -> ferry_secrets::KeySource {
+    pub(crate) fn key_source(&self) -> ferry_engine::datadir::KeySource {
         match (&self.key_origin, &self.master_key_value) {
-            (KeyOrigin::Env, Some(value)) => ferry_secrets::KeySource::Env(value.0.clone()),
-            (KeyOrigin::File(path), _) => ferry_secrets::KeySource::File(path.clone()),
-            _ => ferry_secrets::KeySource::DataDir(self.data_dir.clone()),
+            (KeyOrigin::Env, Some(value)) => ferry_engine::datadir::KeySource::Env(value.0.clone()),
+            (KeyOrigin::File(path), _) => ferry_engine::datadir::KeySource::File(path.clone()),
+            _ => ferry_engine::datadir::KeySource::DataDir(self.data_dir.clone()),
         }
     }
 
@@ -315,7 +315,7 @@ impl Config {
             KeyOrigin::DataDir => format!(
                 "from {}",
                 self.data_dir
-                    .join(ferry_secrets::key::DATA_DIR_KEY_FILE)
+                    .join(ferry_engine::datadir::KEY_FILE)
                     .display()
             ),
         };
