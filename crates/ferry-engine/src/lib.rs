@@ -17,6 +17,8 @@ mod driver;
 pub mod executor;
 pub mod git;
 pub mod identity;
+mod logs;
+pub mod model;
 mod policy;
 mod projects;
 mod requests;
@@ -156,6 +158,9 @@ pub enum Error {
     /// Apply refused: the plan is not the approved one, or the state moved on since.
     #[error("{0}")]
     StalePlan(String),
+    /// A log offset that is not one a reader was handed.
+    #[error("{0}")]
+    InvalidOffset(String),
     #[error("a password needs at least {min} characters")]
     WeakPassword { min: usize },
     #[error("the server is shutting down")]

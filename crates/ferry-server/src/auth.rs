@@ -117,7 +117,7 @@ pub(crate) struct Identity {
     /// The user behind a personal token or session; `None` for service tokens.
     pub user: Option<String>,
     /// A run's per-action credential reaches only its own project and environment state.
-    pub scope: Option<ferry_store::TokenScope>,
+    pub scope: Option<ferry_engine::model::TokenScope>,
     pub credential: Credential,
     /// The client address, for the audit log (see [`client_address`]).
     pub source: String,
@@ -133,13 +133,13 @@ impl Identity {
 
     /// Who this identity is when it holds a state lock: its run for a run's credential, the
     /// person for a session or personal token, the token itself for a service token.
-    pub(crate) fn lock_owner(&self) -> ferry_store::LockOwner {
+    pub(crate) fn lock_owner(&self) -> ferry_engine::model::LockOwner {
         match (&self.scope, &self.user, &self.credential) {
-            (Some(scope), _, _) => ferry_store::LockOwner::Run(scope.run_id),
-            (None, Some(user), _) => ferry_store::LockOwner::User(user.clone()),
-            (None, None, Credential::Token { id }) => ferry_store::LockOwner::Token(*id),
+            (Some(scope), _, _) => ferry_engine::model::LockOwner::Run(scope.run_id),
+            (None, Some(user), _) => ferry_engine::model::LockOwner::User(user.clone()),
+            (None, None, Credential::Token { id }) => ferry_engine::model::LockOwner::Token(*id),
             (None, None, Credential::Session { .. }) => {
-                ferry_store::LockOwner::User(self.name.clone())
+                ferry_engine::model::LockOwner::User(self.name.clone())
             }
         }
     }
@@ -314,7 +314,7 @@ pub(crate) async fn audit_failure<T>(
 ) -> Result<T, ApiError> {
     if let Err(error) = &result {
         if error.status != axum::http::StatusCode::FORBIDDEN {
-            let entry = ferry_store::AuditEntry::new(action, target)
+            let entry = ferry_engine::model::AuditEntry::new(action, target)
                 .outcome("failed")
                 .details(
                     serde_json::json!({ "code": error.code, "status": error.status.as_u16() }),
@@ -341,7 +341,7 @@ pub(crate) async fn require_audited(
     message: &str,
 ) -> Result<(), ApiError> {
     if !allowed {
-        let entry = ferry_store::AuditEntry::new(action, target).outcome("denied");
+        let entry = ferry_engine::model::AuditEntry::new(action, target).outcome("denied");
         state.engine.audit(&identity.actor(), entry).await?;
         return Err(ApiError::forbidden(message.to_owned()));
     }

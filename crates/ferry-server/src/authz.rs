@@ -379,7 +379,7 @@ fn unauthorized(backend: bool) -> Response {
 }
 
 fn hidden(what: &'static str, id: &str) -> ApiError {
-    ferry_store::Error::NotFound {
+    ferry_engine::model::StoreError::NotFound {
         what,
         id: id.to_owned(),
     }
@@ -603,7 +603,7 @@ async fn audit_refusal(
     } else {
         rule.action.to_owned()
     };
-    let entry = ferry_store::AuditEntry::new(&action, target)
+    let entry = ferry_engine::model::AuditEntry::new(&action, target)
         .outcome("denied")
         .details(serde_json::json!({ "status": refusal.status.as_u16() }));
     state

@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use ferry_engine::model::{StateAddr, UnlockOutcome, WriteOutcome};
 use ferry_state::{LockDecision, LockInfo, LockRequest};
-use ferry_store::{StateAddr, UnlockOutcome, WriteOutcome};
 use serde::Deserialize;
 
 use crate::auth::Identity;

@@ -1,7 +1,7 @@
 //! Store rows to wire types, by hand: the database shape and the public API evolve apart.
 
 use ferry_api as api;
-use ferry_store as store;
+use ferry_engine::model as store;
 
 pub(crate) fn project(p: store::Project) -> api::Project {
     api::Project {
@@ -117,7 +117,7 @@ pub(crate) fn event(e: store::Event) -> api::Event {
     }
 }
 
-pub(crate) fn audit(r: ferry_secrets::AuditRecord) -> api::AuditEntry {
+pub(crate) fn audit(r: ferry_engine::model::AuditRecord) -> api::AuditEntry {
     api::AuditEntry {
         seq: r.seq,
         time: r.ts,
@@ -266,16 +266,16 @@ pub(crate) fn token(t: store::Token) -> api::Token {
     }
 }
 
-pub(crate) fn log_line(l: ferry_executor::LogLine) -> api::LogLine {
+pub(crate) fn log_line(l: ferry_engine::model::LogLine) -> api::LogLine {
     api::LogLine {
         seq: l.seq,
         action: l.action,
         n: l.n,
         ts: l.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         stream: match l.stream {
-            ferry_executor::Stream::Out => "out",
-            ferry_executor::Stream::Err => "err",
-            ferry_executor::Stream::Sys => "sys",
+            ferry_engine::model::Stream::Out => "out",
+            ferry_engine::model::Stream::Err => "err",
+            ferry_engine::model::Stream::Sys => "sys",
         }
         .to_owned(),
         text: l.text,

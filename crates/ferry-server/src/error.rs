@@ -97,9 +97,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<ferry_store::Error> for ApiError {
-    fn from(e: ferry_store::Error) -> ApiError {
-        use ferry_store::Error as E;
+impl From<ferry_engine::model::StoreError> for ApiError {
+    fn from(e: ferry_engine::model::StoreError) -> ApiError {
+        use ferry_engine::model::StoreError as E;
         match e {
             E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             E::AlreadyExists { .. } => {
@@ -159,6 +159,9 @@ impl From<ferry_engine::Error> for ApiError {
             }
             E::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
             E::Refused(_) => ApiError::new(status, "refused", e.to_string()),
+            E::InvalidOffset(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_offset", e.to_string())
+            }
             E::WeakPassword { .. } => ApiError::new(status, "weak_password", e.to_string()),
             E::StalePlan(_) => ApiError::new(StatusCode::CONFLICT, "stale_plan", e.to_string()),
             E::Escape(_) => ApiError::new(status, "path_escapes_checkout", e.to_string()),

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use ferry_api as api;
 use ferry_core::EventType;
-use ferry_store::{AuditFilter, EventFilter};
+use ferry_engine::model::{AuditFilter, EventFilter};
 use futures::Stream;
 use serde::Deserialize;
 

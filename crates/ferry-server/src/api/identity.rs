@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use ferry_api as api;
 use ferry_core::Grant;
 use ferry_engine::identity::LoginOutcome;
-use ferry_store::Subject;
+use ferry_engine::model::Subject;
 
 use super::tokens::parse_grants;
 use crate::auth::{audit_failure, client_address, csrf_token, Credential, Identity};
@@ -137,7 +137,7 @@ pub(crate) async fn logout(
     Ok(response)
 }
 
-async fn user_view(state: &AppState, user: ferry_store::User) -> ApiResult<api::User> {
+async fn user_view(state: &AppState, user: ferry_engine::model::User) -> ApiResult<api::User> {
     let store = &state.engine;
     let grants = store
         .list_grants()
@@ -226,7 +226,7 @@ pub(crate) async fn users_update(
     Ok(axum::Json(user))
 }
 
-async fn team_view(state: &AppState, team: ferry_store::Team) -> ApiResult<api::Team> {
+async fn team_view(state: &AppState, team: ferry_engine::model::Team) -> ApiResult<api::Team> {
     let grants = state
         .engine
         .list_grants()
@@ -251,7 +251,7 @@ async fn team_named(state: &AppState, name: &str) -> ApiResult<api::Team> {
         .into_iter()
         .find(|t| t.name == name)
         .ok_or_else(|| {
-            ApiError::from(ferry_store::Error::NotFound {
+            ApiError::from(ferry_engine::model::StoreError::NotFound {
                 what: "team",
                 id: name.to_owned(),
             })

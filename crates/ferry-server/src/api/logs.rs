@@ -42,10 +42,8 @@ fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
     Ok(limit)
 }
 
-/// Whether every line of the run is on disk: the run is over and its driver is gone.
 async fn finished(state: &AppState, run: RunId) -> ApiResult<bool> {
-    let run_row = state.engine.run(run).await?;
-    Ok(run_row.status.is_terminal() && !state.engine.is_active(run))
+    Ok(state.engine.log_complete(run).await?)
 }
 
 async fn read(
@@ -54,52 +52,12 @@ async fn read(
     offset: u64,
     limit: usize,
     action: Option<i64>,
-) -> ApiResult<ferry_executor::LogChunk> {
-    ferry_executor::read_log(&state.engine.log_path(run), offset, limit, action)
-        .await
-        .map_err(ApiError::internal)
+) -> ApiResult<ferry_engine::model::LogChunk> {
+    Ok(state.engine.read_log(run, offset, limit, action).await?)
 }
 
-/// The size of the run's log file (0 while it does not exist).
-async fn log_len(state: &AppState, run: RunId) -> ApiResult<u64> {
-    match tokio::fs::metadata(state.engine.log_path(run)).await {
-        Ok(meta) => Ok(meta.len()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(ApiError::internal(e)),
-    }
-}
-
-/// Offsets must be 0 or a `next_offset` handed out earlier, which always follows a record's
-/// newline. Anything else would have the reader parse half a record: the client's mistake,
-/// answered with a 400 rather than a "corrupt log" 500. An offset past the end is allowed
-/// (it reads as an empty page).
 async fn check_offset(state: &AppState, run: RunId, offset: u64) -> ApiResult<()> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    // The document declares offsets as int64, as a client in any language can hold them.
-    if offset > i64::MAX as u64 {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_offset",
-            format!("offset {offset} is past the largest offset a log can have"),
-        ));
-    }
-    if offset == 0 || offset > log_len(state, run).await? {
-        return Ok(());
-    }
-    let mut file = tokio::fs::File::open(state.engine.log_path(run))
-        .await
-        .map_err(ApiError::internal)?;
-    file.seek(std::io::SeekFrom::Start(offset - 1))
-        .await
-        .map_err(ApiError::internal)?;
-    if file.read_u8().await.map_err(ApiError::internal)? == b'\n' {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        axum::http::StatusCode::BAD_REQUEST,
-        "invalid_offset",
-        format!("offset {offset} is not a record boundary; pass 0 or a `next_offset` from an earlier page"),
-    ))
+    Ok(state.engine.check_log_offset(run, offset).await?)
 }
 
 /// A page of a run's log.
@@ -121,7 +79,7 @@ pub(crate) async fn logs_get(
     // A page short of `limit` is not necessarily the last: a read stops after about 1 MiB
     // (and, with `action`, may skip other actions' lines). Complete means the page reached
     // the end of a log that can no longer grow.
-    let complete = was_finished && chunk.next_offset >= log_len(&state, run).await?;
+    let complete = was_finished && chunk.next_offset >= state.engine.log_len(run).await?;
     Ok(axum::Json(api::LogPage {
         lines: chunk.lines.into_iter().map(convert::log_line).collect(),
         next_offset: chunk.next_offset,

@@ -150,7 +150,7 @@ struct Constraints;
 
 /// Project, environment, pipeline, team, user and token names (`projects::check_name`).
 use ferry_core::{NAME_MAX_LEN, NAME_PATTERN};
-/// Secret and parameter names (`ferry_store::SecretName`).
+/// Secret and parameter names (`ferry_engine::model::SecretName`).
 pub(crate) const SECRET_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 
 impl Modify for Constraints {
@@ -238,9 +238,10 @@ impl Modify for Constraints {
                         _ => {}
                     }
                     let rule = match (&parameter.parameter_in, parameter.name.as_str()) {
-                        (ParameterIn::Path, "name") if secret_path => {
-                            Some((SECRET_NAME_PATTERN, ferry_store::secrets::MAX_NAME_LEN))
-                        }
+                        (ParameterIn::Path, "name") if secret_path => Some((
+                            SECRET_NAME_PATTERN,
+                            ferry_engine::model::MAX_SECRET_NAME_LEN,
+                        )),
                         (
                             ParameterIn::Path,
                             "project" | "environment" | "team" | "user" | "name",
@@ -296,11 +297,11 @@ impl Modify for Constraints {
         for (path, min) in [
             (
                 "/api/v1/secrets/{name}",
-                ferry_store::SecretKind::Secret.min_len(),
+                ferry_engine::model::SecretKind::Secret.min_len(),
             ),
             (
                 "/api/v1/params/{name}",
-                ferry_store::SecretKind::Param.min_len(),
+                ferry_engine::model::SecretKind::Param.min_len(),
             ),
         ] {
             let value = ObjectBuilder::new()
@@ -308,7 +309,7 @@ impl Modify for Constraints {
                 .min_length(Some(min))
                 .description(Some(format!(
                     "At least {min} characters; at most {} bytes.",
-                    ferry_store::secrets::MAX_VALUE_LEN
+                    ferry_engine::model::MAX_SECRET_VALUE_LEN
                 )))
                 .build();
             let body = ObjectBuilder::new()

@@ -33,7 +33,7 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
 fn git_credentials(
     username: Option<&str>,
     secret: Option<&str>,
-) -> Result<Option<ferry_store::GitCredentials>, ApiError> {
+) -> Result<Option<ferry_engine::model::GitCredentials>, ApiError> {
     let invalid = |message: String| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -54,9 +54,9 @@ fn git_credentials(
                         .to_owned(),
                 ));
             }
-            ferry_store::SecretName::parse(secret)
+            ferry_engine::model::SecretName::parse(secret)
                 .map_err(|e| invalid(format!("git secret: {e}")))?;
-            Ok(Some(ferry_store::GitCredentials {
+            Ok(Some(ferry_engine::model::GitCredentials {
                 username: username.to_owned(),
                 secret: secret.to_owned(),
             }))
@@ -74,7 +74,7 @@ async fn check_reachable(
     name: &str,
     project_id: Option<i64>,
     repo: &str,
-    git: Option<&ferry_store::GitCredentials>,
+    git: Option<&ferry_engine::model::GitCredentials>,
 ) -> Result<(), ApiError> {
     let auth = match git {
         Some(git) => Some(state.engine.resolve_git_auth(name, project_id, git).await?),

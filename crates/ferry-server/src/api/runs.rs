@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_api as api;
 use ferry_core::{RunId, RunStatus};
-use ferry_store::{ApprovalMode, Decision, RunFilter};
+use ferry_engine::model::{ApprovalMode, Decision, RunFilter};
 use serde::Deserialize;
 
 use crate::auth::{audit_failure, require_audited, Identity};

@@ -7,7 +7,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use ferry_api as api;
-use ferry_store::{Scope, SecretKind, SecretMeta, SecretName};
+use ferry_engine::model::{Scope, SecretKind, SecretMeta, SecretName};
 
 use ferry_core::{Permission, Target};
 

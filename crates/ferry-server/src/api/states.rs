@@ -12,8 +12,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ferry_api as api;
+use ferry_engine::model::{
+    AuditEntry, StateAddr, StateRow, UnlockOutcome, VersionInfo, WriteOutcome,
+};
 use ferry_state::LockRequest;
-use ferry_store::{AuditEntry, StateAddr, StateRow, UnlockOutcome, VersionInfo, WriteOutcome};
 use serde::Deserialize;
 
 use crate::auth::{audit_failure, Identity};
@@ -181,7 +183,7 @@ fn content(state: &AppState, r: &Resolved, v: &VersionInfo) -> ApiResult<Vec<u8>
 }
 
 /// A write's outcome as an API answer: 409 for every refusal, with the reason.
-fn written(outcome: WriteOutcome) -> ApiResult<Option<ferry_store::StateVersion>> {
+fn written(outcome: WriteOutcome) -> ApiResult<Option<ferry_engine::model::StateVersion>> {
     match outcome {
         WriteOutcome::Written(v) => Ok(Some(v)),
         WriteOutcome::Idempotent => Ok(None),
@@ -214,7 +216,7 @@ async fn write(
     r: &Resolved,
     body: &[u8],
     force: bool,
-) -> ApiResult<Option<ferry_store::StateVersion>> {
+) -> ApiResult<Option<ferry_engine::model::StateVersion>> {
     let outcome = state
         .engine
         .write_state(&identity.actor(), r.addr(), body, None, force)

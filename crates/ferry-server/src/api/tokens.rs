@@ -36,7 +36,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 /// The API shape of a token, with its owner's name and its scopes.
-async fn describe(state: &AppState, token: ferry_store::Token) -> ApiResult<api::Token> {
+async fn describe(state: &AppState, token: ferry_engine::model::Token) -> ApiResult<api::Token> {
     let (owner, scopes) = state.engine.token_owner_and_scopes(&token).await?;
     let user = owner.map(|u| u.name);
     let mut out = convert::token(token);

@@ -25,7 +25,7 @@ async fn audit_denied<T>(
 ) -> Result<T, ApiError> {
     if let Err(error) = &result {
         if error.status == axum::http::StatusCode::FORBIDDEN {
-            let entry = ferry_store::AuditEntry::new(action, target).outcome("denied");
+            let entry = ferry_engine::model::AuditEntry::new(action, target).outcome("denied");
             state.engine.audit(&identity.actor(), entry).await?;
         }
     }
