@@ -20,6 +20,7 @@ mod identity;
 mod keyring;
 pub mod model;
 mod policy;
+mod progress;
 mod state_ops;
 mod states;
 
@@ -43,6 +44,7 @@ pub use identity::{NewTokenRow, Session, Subject, Team, User};
 pub use keyring::keyring_key_id;
 pub use model::*;
 pub use policy::{NewWaiver, PolicyReportRow, WaiverRow};
+pub use progress::{ActionEnd, Failure, RunCredential};
 pub use secrets::{Resolved, Scope, SecretKind, SecretMeta, SecretName};
 pub use state_ops::{PrunedVersions, StateListing, VersionInfo};
 pub use states::{

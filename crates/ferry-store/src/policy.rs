@@ -4,13 +4,10 @@
 //! The store does not know `ferry_policy`: reports are JSON text the engine produced, and a
 //! waiver row carries plain fields the engine turns into a `ferry_policy::Waiver`.
 
-use ferry_core::{ActionEvent, ActionId, EventType, RunEvent, StageEvent, StageId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use crate::audit::AuditEntry;
-use crate::events::{emit_in, EventAt};
-use crate::runs::{load_action, load_run, load_stage, transition_run_in, transition_stage_in};
 use crate::{now, Actor, Error, Result, Store};
 
 /// One environment's policy verdict for a run.
@@ -130,72 +127,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(report_row))
-    }
-
-    /// Fails a policy stage that found blocking findings, in one transaction: its action
-    /// fails (`ACTION_EXECUTION_FAILED`), a `POLICY_VIOLATION` event carries `details` (the
-    /// blocking findings), the stage (`STAGE_EXECUTION_FAILED`) and the run fail with
-    /// `reason`.
-    pub async fn fail_policy_stage(
-        &self,
-        action: ActionId,
-        stage: StageId,
-        reason: &str,
-        details: serde_json::Value,
-    ) -> Result<()> {
-        let mut tx = self.write().await?;
-        let stage = load_stage(&mut tx, stage).await?;
-        let run = load_run(&mut tx, stage.run_id).await?;
-        let action = load_action(&mut tx, action).await?;
-        let next = action.status.apply(ActionEvent::Fail)?;
-        sqlx::query(
-            "UPDATE actions SET status = ?, exit_code = 1, error = ?, finished_at = ? WHERE id = ?",
-        )
-        .bind(next.as_str())
-        .bind(reason)
-        .bind(now())
-        .bind(action.id.0)
-        .execute(&mut *tx)
-        .await?;
-        let at = EventAt {
-            environment: Some(&stage.environment),
-            stage: Some(stage.kind.as_str()),
-            action: Some(&action.name),
-        };
-        emit_in(
-            &mut tx,
-            EventType::ActionFailed,
-            &run,
-            at.clone(),
-            Actor::SYSTEM,
-            Some(reason),
-            serde_json::json!({ "exit_code": 1, "kind": action.kind }),
-        )
-        .await?;
-        emit_in(
-            &mut tx,
-            EventType::PolicyViolation,
-            &run,
-            EventAt { action: None, ..at },
-            Actor::SYSTEM,
-            Some(reason),
-            details,
-        )
-        .await?;
-        transition_stage_in(
-            &mut tx,
-            &run,
-            &stage,
-            StageEvent::Fail,
-            Some(reason),
-            Actor::SYSTEM,
-            serde_json::Value::Null,
-        )
-        .await?;
-        transition_run_in(&mut tx, &run, RunEvent::Fail, Some(reason), Actor::SYSTEM).await?;
-        tx.commit().await?;
-        self.events_committed();
-        Ok(())
     }
 
     /// Grants a waiver, audited as `policy.waive`.

@@ -592,11 +592,6 @@ impl Store {
         Ok(next)
     }
 
-    /// Marks an action started.
-    pub async fn start_action(&self, id: ActionId) -> Result<()> {
-        self.finish_action(id, ActionEvent::Start, None, None).await
-    }
-
     /// Records the process group of a running action, so a restarted server can kill it.
     pub async fn set_action_process(&self, id: ActionId, pid: u32, start_time: u64) -> Result<()> {
         sqlx::query("UPDATE actions SET pid = ?, pid_start_time = ? WHERE id = ?")
@@ -605,59 +600,6 @@ impl Store {
             .bind(id.0)
             .execute(&self.pool)
             .await?;
-        Ok(())
-    }
-
-    /// Applies `event` to an action, with its exit code or error when it ends.
-    pub async fn finish_action(
-        &self,
-        id: ActionId,
-        event: ActionEvent,
-        exit_code: Option<i32>,
-        error: Option<&str>,
-    ) -> Result<()> {
-        let mut tx = self.write().await?;
-        let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "action",
-                id: id.to_string(),
-            })?;
-        let action = action_row(&row)?;
-        let next = action.status.apply(event)?;
-        if let Some(kind) = EventType::for_action(event) {
-            let stage = load_stage(&mut tx, action.stage_id).await?;
-            let run = load_run(&mut tx, action.run_id).await?;
-            let at = EventAt {
-                action: Some(&action.name),
-                ..stage_at(&stage)
-            };
-            let details = serde_json::json!({ "exit_code": exit_code, "kind": action.kind });
-            emit_in(&mut tx, kind, &run, at, Actor::SYSTEM, error, details).await?;
-        }
-        let ts = now();
-        let started = if event == ActionEvent::Start {
-            Some(ts.clone())
-        } else {
-            None
-        };
-        let finished = if next.is_terminal() { Some(ts) } else { None };
-        sqlx::query(
-            "UPDATE actions SET status = ?, exit_code = COALESCE(?, exit_code), error = COALESCE(?, error), \
-             started_at = COALESCE(started_at, ?), finished_at = COALESCE(?, finished_at) WHERE id = ?",
-        )
-        .bind(next.as_str())
-        .bind(exit_code)
-        .bind(error)
-        .bind(started)
-        .bind(finished)
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.events_committed();
         Ok(())
     }
 

@@ -461,39 +461,11 @@ impl Store {
     /// the run that took it. Returns the states released.
     pub async fn release_locks_held_by(&self, actor: &Actor, holder: &str) -> Result<Vec<String>> {
         let mut tx = self.write().await?;
-        let rows = sqlx::query(
-            "SELECT states.*, projects.name AS project FROM states JOIN projects ON projects.id = states.project_id \
-             WHERE states.locked_by IS NOT NULL AND substr(states.locked_by, 1, length(?)) = ?",
-        )
-        .bind(holder)
-        .bind(holder)
-        .fetch_all(&mut *tx)
-        .await?;
         let mut released = Vec::new();
         let mut records = Vec::new();
-        for row in &rows {
-            let state = state_row(row);
-            let project: String = row.get("project");
-            let addr = StateAddr {
-                project_id: 0,
-                project: &project,
-                environment: &state.environment,
-                name: &state.name,
-            };
-            sqlx::query("UPDATE states SET lock_id = NULL, lock_info = NULL, locked_by = NULL, lock_owner = NULL, locked_at = NULL WHERE id = ?")
-                .bind(state.id)
-                .execute(&mut *tx)
-                .await?;
-            let entry = AuditEntry::new(
-                "state.release_abandoned_lock",
-                format!("state/{}", addr.display()),
-            )
-            .details(serde_json::json!({
-                "lock_id": state.lock.as_ref().map(|l| l.id.clone()),
-                "locked_by": state.locked_by,
-            }));
+        for (state, entry) in crate::progress::release_locks_in(&mut tx, holder).await? {
             records.push(self.audit_in(&mut tx, actor, entry).await?);
-            released.push(addr.display());
+            released.push(state);
         }
         tx.commit().await?;
         for record in &records {

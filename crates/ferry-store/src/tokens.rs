@@ -115,42 +115,6 @@ impl Store {
         Ok(())
     }
 
-    /// Mints the credential of one action: usable only on the state backend of the run's
-    /// project and environment, until revoked. Not audited one by one (there is one per
-    /// Terraform action); the run itself is.
-    pub async fn create_run_token(
-        &self,
-        name: &str,
-        hash: &str,
-        hint: &str,
-        scope: &crate::TokenScope,
-    ) -> Result<Token> {
-        let row = sqlx::query(
-            "INSERT INTO tokens (name, hash, hint, admin, created_at, created_by, run_id, scope_project_id, scope_environment) \
-             VALUES (?, ?, ?, 0, ?, 'system', ?, ?, ?) RETURNING *",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(hint)
-        .bind(now())
-        .bind(scope.run_id)
-        .bind(scope.project_id)
-        .bind(&scope.environment)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(token_row(&row))
-    }
-
-    /// Revokes one token by name (a run credential when its action ends).
-    pub async fn revoke_token_named(&self, name: &str) -> Result<()> {
-        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
-            .bind(now())
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Revokes every credential minted for a run's actions.
     pub async fn revoke_run_tokens(&self, run_id: i64) -> Result<()> {
         sqlx::query("UPDATE tokens SET revoked_at = ? WHERE run_id = ? AND revoked_at IS NULL")

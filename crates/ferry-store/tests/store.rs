@@ -548,18 +548,28 @@ async fn a_policy_violation_fails_action_stage_and_run_with_its_event_at_once() 
         .transition_stage(stage, StageEvent::Start, None)
         .await
         .unwrap();
-    f.store.start_action(action).await.unwrap();
+    f.store.start_action(action, None).await.unwrap();
     f.store
         .record_policy_report(run.id.0, "prod", true, r#"{"entries":[]}"#)
         .await
         .unwrap();
     let reason = "POLICY_VIOLATION: 1 finding at or above high in prod: R-1 on x.y";
     f.store
-        .fail_policy_stage(
+        .end_action(
             action,
-            stage,
-            reason,
-            serde_json::json!({ "findings": [{"rule": "R-1"}] }),
+            &ferry_store::ActionEnd {
+                event: ferry_core::ActionEvent::Fail,
+                exit_code: Some(1),
+                error: Some(reason),
+                credential: None,
+                failure: Some(ferry_store::Failure {
+                    reason,
+                    event: Some((
+                        ferry_core::EventType::PolicyViolation,
+                        serde_json::json!({ "findings": [{"rule": "R-1"}] }),
+                    )),
+                }),
+            },
         )
         .await
         .unwrap();

@@ -470,8 +470,12 @@ impl Server {
         })
     }
 
+    /// Where the run's Terraform writes its plan: the run's `out/` in the work dir (Ferry
+    /// then copies it into the data dir, which no action sees).
     fn plans_dir(&self, run: i64) -> PathBuf {
-        self.data_dir.join("plans").join(format!("run-{run}"))
+        ferry_server::default_work_dir(&self.data_dir)
+            .join(format!("run-{run}"))
+            .join("out")
     }
 
     fn check<T: DeserializeOwned>(resp: reqwest::blocking::Response) -> Result<T> {
@@ -694,8 +698,8 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 // The baseline: the processes a run executed, run from this process
 // ---------------------------------------------------------------------------------------------
 
-/// One process, with `{PLANS}` standing for the directory of plan files (Ferry's
-/// `plans/run-N`, or the baseline's own).
+/// One process, with `{PLANS}` standing for the directory of plan files (the run's `out/`,
+/// or the baseline's own).
 struct Step {
     /// The action it belongs to (its name, and its index among the run's actions).
     action: String,
@@ -706,6 +710,8 @@ struct Step {
 }
 
 const PLANS: &str = "{PLANS}";
+/// The directory an apply reads its plan from.
+const APPLIED: &str = "{APPLIED}";
 
 impl Step {
     fn plain(name: &str, argv: Vec<String>) -> Step {
@@ -718,8 +724,19 @@ impl Step {
     }
 
     fn argv(&self, plans: &Path) -> Vec<String> {
+        // An apply reads the approved plan's copy from the run's `plan/`, beside the `out/`
+        // Terraform planned into; a baseline keeps both in its own directory.
+        let applied = if plans.file_name().is_some_and(|n| n == "out") {
+            plans.with_file_name("plan")
+        } else {
+            plans.to_owned()
+        };
         let plans = plans.to_string_lossy();
-        self.argv.iter().map(|a| a.replace(PLANS, &plans)).collect()
+        let applied = applied.to_string_lossy();
+        self.argv
+            .iter()
+            .map(|a| a.replace(APPLIED, &applied).replace(PLANS, &plans))
+            .collect()
     }
 
     /// As Ferry shows it in the log: `$ ` and the argv joined by spaces, or the script of a
@@ -743,7 +760,7 @@ impl Steps {
     }
 
     /// The processes Ferry starts for each action of `environment` that ran, mirroring
-    /// `ferry-engine/src/driver.rs` (`run_action`, `plan`); `check_against_log` verifies it.
+    /// `ferry-engine/src/driver/action.rs` (`run_action_with`, `plan`); `check_against_log` verifies it.
     fn from_run(
         ctx: &Ctx,
         detail: &RunDetail,
@@ -790,7 +807,12 @@ impl Steps {
                         json,
                     ]);
                 }
-                "terraform_apply" => push(tf(&["apply", "-input=false", "-no-color", &plan])),
+                "terraform_apply" => push(tf(&[
+                    "apply",
+                    "-input=false",
+                    "-no-color",
+                    &format!("{APPLIED}/{environment}.tfplan"),
+                ])),
                 // Judged inside the server: no process, so nothing for the baseline to run;
                 // its time is part of Ferry's overhead.
                 "policy_check" => {}

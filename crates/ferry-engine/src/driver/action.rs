@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferry_core::Actor;
 use ferry_executor::{ActionLog, Command, Outcome, Stream};
 use ferry_store::{Action, Plan, Run, Stage};
 use sha2::{Digest, Sha256};
@@ -23,27 +22,23 @@ pub(super) async fn run_action(
     run: &Run,
     stage: &Stage,
     action: &Action,
+    credential: &Credential,
 ) -> Result<Outcome> {
-    let credential = Credential::mint(engine, run, stage, action).await?;
-    let result = run_action_with(engine, handle, ctx, run, stage, action, &credential).await;
-    credential.retire(engine, ctx, action).await?;
-    result
+    run_action_with(engine, handle, ctx, run, stage, action, credential).await
 }
 
 /// The state-backend credential of one action: it reaches only the run's project and
-/// environment, and is revoked (and any lock it left behind released) when the action ends.
-struct Credential {
-    name: String,
+/// environment. It is minted in the transaction that starts the action and retired (revoked,
+/// any lock it left released) in the one that ends it (`Store::start_action`/`end_action`).
+pub(super) struct Credential {
+    pub(super) name: String,
+    token: ferry_secrets::NewToken,
+    scope: ferry_store::TokenScope,
     env: Vec<(String, String)>,
 }
 
 impl Credential {
-    async fn mint(
-        engine: &Engine,
-        run: &Run,
-        stage: &Stage,
-        action: &Action,
-    ) -> Result<Credential> {
+    pub(super) fn new(engine: &Engine, run: &Run, stage: &Stage, action: &Action) -> Credential {
         let name = format!("run-{}-action-{}", run.id, action.id);
         let token = ferry_secrets::generate_token();
         let scope = ferry_store::TokenScope {
@@ -51,10 +46,6 @@ impl Credential {
             project_id: run.project_id,
             environment: stage.environment.clone(),
         };
-        engine
-            .store()
-            .create_run_token(&name, &token.hash, &token.hint, &scope)
-            .await?;
         let address = format!(
             "{}/tf/state/{}/{}",
             engine.inner.config.backend_url, run.project, stage.environment
@@ -66,24 +57,22 @@ impl Credential {
             ("TF_HTTP_USERNAME".to_owned(), name.clone()),
             ("TF_HTTP_PASSWORD".to_owned(), token.plaintext.clone()),
         ];
-        Ok(Credential { name, env })
+        Credential {
+            name,
+            token,
+            scope,
+            env,
+        }
     }
 
-    async fn retire(self, engine: &Engine, ctx: &mut Ctx, action: &Action) -> Result<()> {
-        let store = engine.store();
-        store.revoke_token_named(&self.name).await?;
-        let released = store
-            .release_locks_held_by(&Actor::system("engine"), &self.name)
-            .await?;
-        for state in released {
-            sys(
-                ctx,
-                action.id.0,
-                &format!("released the lock this action left on state {state}"),
-            )
-            .await;
+    /// What the store keeps of it: the hash, never the plaintext.
+    pub(super) fn row(&self) -> ferry_store::RunCredential<'_> {
+        ferry_store::RunCredential {
+            name: &self.name,
+            hash: &self.token.hash,
+            hint: &self.token.hint,
+            scope: &self.scope,
         }
-        Ok(())
     }
 }
 

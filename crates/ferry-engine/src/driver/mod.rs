@@ -19,10 +19,10 @@ use ferry_core::{
 };
 use ferry_executor::{Outcome, RunLog, Stream};
 use ferry_spec::{ExecutionMode, PipelineSpec};
-use ferry_store::{Action, Hold, Run, RunDetail, Stage};
+use ferry_store::{Action, ActionEnd, Failure, Hold, Run, RunDetail, Stage};
 
 use crate::{stages, Engine, Error, Result, RunHandle, StopReason};
-use action::run_action;
+use action::{run_action, Credential};
 
 /// What woke a waiting driver.
 enum Wake {
@@ -455,15 +455,19 @@ async fn execute_stage(
                 .await?;
             return Ok(false);
         }
-        store.start_action(action.id).await?;
         if action.kind == stages::POLICY_CHECK {
+            store.start_action(action.id, None).await?;
             if !policy_check(engine, ctx, run, stage, action).await? {
                 return Ok(true);
             }
             continue;
         }
+        let credential = Credential::new(engine, run, stage, action);
+        store
+            .start_action(action.id, Some(&credential.row()))
+            .await?;
         let started = Instant::now();
-        let result = run_action(engine, handle, ctx, run, stage, action).await;
+        let result = run_action(engine, handle, ctx, run, stage, action, &credential).await;
         let elapsed = started.elapsed();
         let outcome_label = match &result {
             Ok(o) if o.success() => "succeeded",
@@ -481,9 +485,14 @@ async fn execute_stage(
         }
         match result {
             Ok(outcome) if outcome.success() => {
-                store
-                    .finish_action(action.id, ActionEvent::Succeed, Some(0), None)
-                    .await?;
+                let end = ActionEnd {
+                    event: ActionEvent::Succeed,
+                    exit_code: Some(0),
+                    error: None,
+                    credential: Some(&credential.name),
+                    failure: None,
+                };
+                end_action(engine, ctx, action, &end).await?;
             }
             Ok(Outcome::Cancelled) => {
                 let shutdown = matches!(
@@ -505,7 +514,14 @@ async fn execute_stage(
                     },
                 )
                 .await;
-                store.finish_action(action.id, event, None, None).await?;
+                let end = ActionEnd {
+                    event,
+                    exit_code: None,
+                    error: None,
+                    credential: Some(&credential.name),
+                    failure: None,
+                };
+                end_action(engine, ctx, action, &end).await?;
                 stop(engine, handle, run.id).await?;
                 return Ok(!shutdown);
             }
@@ -521,7 +537,17 @@ async fn execute_stage(
                     Outcome::Exited(code) => Some(code),
                     _ => None,
                 };
-                fail(engine, run, stage, action, code, &describe, None).await?;
+                fail(
+                    engine,
+                    ctx,
+                    stage,
+                    action,
+                    code,
+                    &describe,
+                    None,
+                    Some(&credential.name),
+                )
+                .await?;
                 return Ok(true);
             }
             Err(error) => {
@@ -538,7 +564,17 @@ async fn execute_stage(
                     Error::StalePlan(_) => Some(format!("{}: {message}", stage.environment)),
                     _ => None,
                 };
-                fail(engine, run, stage, action, None, &message, reason).await?;
+                fail(
+                    engine,
+                    ctx,
+                    stage,
+                    action,
+                    None,
+                    &message,
+                    reason,
+                    Some(&credential.name),
+                )
+                .await?;
                 return Ok(true);
             }
         }
@@ -561,33 +597,58 @@ async fn execute_stage(
     Ok(true)
 }
 
+/// Ends an action in one commit (its credential retired with it) and logs the locks it left.
+async fn end_action(
+    engine: &Engine,
+    ctx: &mut Ctx,
+    action: &Action,
+    end: &ActionEnd<'_>,
+) -> Result<()> {
+    let released = engine.store().end_action(action.id, end).await?;
+    for state in released {
+        sys(
+            ctx,
+            action.id.0,
+            &format!("released the lock this action left on state {state}"),
+        )
+        .await;
+    }
+    if end.failure.is_some() {
+        engine.notify_changed();
+    }
+    Ok(())
+}
+
+/// Fails the action, its stage and the run in one commit, with `reason` (default: the
+/// action's own failure) as the stage's and the run's reason.
+#[allow(clippy::too_many_arguments)]
 async fn fail(
     engine: &Engine,
-    run: &Run,
+    ctx: &mut Ctx,
     stage: &Stage,
     action: &Action,
     code: Option<i32>,
     describe: &str,
     reason: Option<String>,
+    credential: Option<&str>,
 ) -> Result<()> {
-    let store = engine.store();
-    store
-        .finish_action(action.id, ActionEvent::Fail, code, Some(describe))
-        .await?;
     let reason = reason.unwrap_or_else(|| {
         format!(
             "{} {}: `{}` failed: {describe}",
             stage.environment, stage.kind, action.name
         )
     });
-    store
-        .transition_stage(stage.id, StageEvent::Fail, Some(&reason))
-        .await?;
-    store
-        .transition_run(run.id, RunEvent::Fail, Some(&reason), None)
-        .await?;
-    engine.notify_changed();
-    Ok(())
+    let end = ActionEnd {
+        event: ActionEvent::Fail,
+        exit_code: code,
+        error: Some(describe),
+        credential,
+        failure: Some(Failure {
+            reason: &reason,
+            event: None,
+        }),
+    };
+    end_action(engine, ctx, action, &end).await
 }
 
 /// The policy stage's one action: judges the environment's plan in the server (no process,
@@ -621,20 +682,30 @@ async fn policy_check(
     match verdict? {
         crate::policy::Verdict::Passed => {
             observe("succeeded");
-            engine
-                .store()
-                .finish_action(action.id, ActionEvent::Succeed, Some(0), None)
-                .await?;
+            let end = ActionEnd {
+                event: ActionEvent::Succeed,
+                exit_code: Some(0),
+                error: None,
+                credential: None,
+                failure: None,
+            };
+            end_action(engine, ctx, action, &end).await?;
             Ok(true)
         }
         crate::policy::Verdict::Violation { reason, details } => {
             observe("failed");
             sys(ctx, action.id.0, &reason).await;
-            engine
-                .store()
-                .fail_policy_stage(action.id, stage.id, &reason, details)
-                .await?;
-            engine.notify_changed();
+            let end = ActionEnd {
+                event: ActionEvent::Fail,
+                exit_code: Some(1),
+                error: Some(&reason),
+                credential: None,
+                failure: Some(Failure {
+                    reason: &reason,
+                    event: Some((ferry_core::EventType::PolicyViolation, details)),
+                }),
+            };
+            end_action(engine, ctx, action, &end).await?;
             Ok(false)
         }
         crate::policy::Verdict::Broken(message) => {
@@ -646,7 +717,17 @@ async fn policy_check(
             )
             .await;
             let reason = format!("{} {}: {message}", stage.environment, stage.kind);
-            fail(engine, run, stage, action, None, &message, Some(reason)).await?;
+            fail(
+                engine,
+                ctx,
+                stage,
+                action,
+                None,
+                &message,
+                Some(reason),
+                None,
+            )
+            .await?;
             Ok(false)
         }
     }
