@@ -479,6 +479,53 @@ impl Mirror {
             .collect())
     }
 
+    /// In one git process: the deploy branch (`branch`, or the mirror's default branch) and
+    /// its commit, and whether the mirror holds `commit`. `None` when any of them does not
+    /// resolve (the caller then takes the slow path, whose errors say which).
+    pub async fn deploy_base(
+        &self,
+        branch: Option<&str>,
+        commit: &str,
+    ) -> Option<(String, String)> {
+        check_ref(commit).ok()?;
+        let commit = format!("{commit}^{{commit}}");
+        // Inputs are checked refs (never starting with `-`), so no `--end-of-options`, which
+        // would turn the trailing `--symbolic-full-name` into a revision.
+        let out = match branch {
+            Some(branch) => {
+                check_ref(branch).ok()?;
+                let base = format!("refs/heads/{branch}^{{commit}}");
+                self.git("rev-parse", &["rev-parse", &base, &commit]).await
+            }
+            None => {
+                self.git(
+                    "rev-parse",
+                    &[
+                        "rev-parse",
+                        "HEAD^{commit}",
+                        &commit,
+                        "--symbolic-full-name",
+                        "HEAD",
+                    ],
+                )
+                .await
+            }
+        }
+        .ok()?;
+        let text = String::from_utf8_lossy(&out);
+        let mut lines = text.lines().map(str::trim);
+        let base = lines.next().filter(|l| l.len() >= 40)?.to_owned();
+        lines.next().filter(|l| l.len() >= 40)?;
+        let name = match branch {
+            Some(branch) => branch.to_owned(),
+            None => {
+                let full = lines.next()?;
+                full.strip_prefix("refs/heads/")?.to_owned()
+            }
+        };
+        Some((name, base))
+    }
+
     /// Whether the mirror holds `commit` (a full commit id).
     pub async fn has_commit(&self, commit: &str) -> bool {
         if check_ref(commit).is_err() {
@@ -752,6 +799,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("transport 'file' not allowed"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_deploy_base_is_one_question_with_the_answers_of_the_slow_path() {
+        let sh = |dir: &Path, args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@ferry.invalid"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let work = tempfile::tempdir().unwrap();
+        sh(work.path(), &["init", "-q", "-b", "trunk"]);
+        sh(work.path(), &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let one = sh(work.path(), &["rev-parse", "HEAD"]);
+        sh(work.path(), &["checkout", "-q", "-b", "release"]);
+        sh(work.path(), &["commit", "-q", "--allow-empty", "-m", "two"]);
+        let two = sh(work.path(), &["rev-parse", "HEAD"]);
+        let mirrors = tempfile::tempdir().unwrap();
+        let mirror = Mirror::sync_with(
+            work.path().to_str().unwrap(),
+            &mirrors.path().join("m.git"),
+            None,
+            &GitOptions::default(),
+        )
+        .await
+        .unwrap();
+        // The default branch, as the slow path names it.
+        let default = mirror.default_branch().await.unwrap();
+        let expected = (default.clone(), mirror.resolve(&default).await.unwrap());
+        assert_eq!(mirror.deploy_base(None, &two).await, Some(expected));
+        assert_eq!(
+            mirror.deploy_base(Some("trunk"), &two).await,
+            Some(("trunk".to_owned(), one.clone()))
+        );
+        assert_eq!(
+            mirror.deploy_base(Some("release"), &one).await,
+            Some(("release".to_owned(), two.clone()))
+        );
+        // Anything that does not resolve sends the caller down the slow path.
+        let absent = "0".repeat(40);
+        assert_eq!(mirror.deploy_base(None, &absent).await, None);
+        assert_eq!(mirror.deploy_base(Some("gone"), &one).await, None);
+        assert_eq!(mirror.deploy_base(Some("-x"), &one).await, None);
     }
 
     /// Every process of a running git, on loopback.

@@ -451,6 +451,14 @@ impl Engine {
         .await?)
     }
 
+    /// The project's mirror as it is on disk (no fetch, no check).
+    pub(crate) fn mirror_of(&self, project: &ferry_store::Project) -> git::Mirror {
+        git::Mirror {
+            path: self.mirror_path(project.id),
+            options: self.inner.config.git.clone(),
+        }
+    }
+
     /// The project's mirror, for checking out `commit`: fetched only when it lacks the commit
     /// (the trigger fetched it moments ago, so usually it has it).
     pub(crate) async fn mirror_with(

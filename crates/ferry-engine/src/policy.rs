@@ -72,14 +72,18 @@ pub(crate) fn fail_on(spec: &PipelineSpec, env: &EnvironmentSpec) -> Severity {
 
 /// The branch whose policies judge the pipeline's runs: the first `source.branches` entry
 /// that is a plain name (not a pattern), else the repository's default branch.
-async fn deploy_branch(spec: &PipelineSpec, mirror: &git::Mirror) -> Result<String> {
-    match spec
-        .source
+/// The first plain (non-glob) entry of `source.branches`, if any.
+fn named_deploy_branch(spec: &PipelineSpec) -> Option<&str> {
+    spec.source
         .branches
         .iter()
         .find(|b| !b.contains(['*', '?', '[']))
-    {
-        Some(branch) => Ok(branch.clone()),
+        .map(String::as_str)
+}
+
+async fn deploy_branch(spec: &PipelineSpec, mirror: &git::Mirror) -> Result<String> {
+    match named_deploy_branch(spec) {
+        Some(branch) => Ok(branch.to_owned()),
         None => Ok(mirror.default_branch().await?),
     }
 }
@@ -129,6 +133,17 @@ pub(crate) async fn deploy_branch_policies(
 ) -> Result<Policies> {
     let branch = deploy_branch(spec, mirror).await?;
     let commit = mirror.resolve(&branch).await?;
+    policies_at(engine, spec, mirror, branch, commit).await
+}
+
+/// The policy files of the deploy branch `branch` at `commit` (cached per commit).
+async fn policies_at(
+    engine: &Engine,
+    spec: &PipelineSpec,
+    mirror: &git::Mirror,
+    branch: String,
+    commit: String,
+) -> Result<Policies> {
     let key = (mirror.path.clone(), commit.clone(), spec.policy.dir.clone());
     let cache = &engine.inner.policy_files;
     let files = match cache.get(&key) {
@@ -217,8 +232,20 @@ pub(crate) async fn check(
     };
     let project = store.project(&run.project).await?;
     let gathered = async {
-        let mirror = engine.mirror_with(&project, &run.commit_sha).await?;
-        let policies = deploy_branch_policies(engine, spec, &mirror).await?;
+        // One git process answers the deploy branch, its head and the run's commit when the
+        // mirror has them all (the trigger fetched it moments ago); otherwise fetch and ask
+        // one question at a time.
+        let mirror = engine.mirror_of(&project);
+        let policies = match mirror
+            .deploy_base(named_deploy_branch(spec), &run.commit_sha)
+            .await
+        {
+            Some((branch, commit)) => policies_at(engine, spec, &mirror, branch, commit).await?,
+            None => {
+                let mirror = engine.mirror_with(&project, &run.commit_sha).await?;
+                deploy_branch_policies(engine, spec, &mirror).await?
+            }
+        };
         // Deploying the deploy branch's own head changes nothing relative to it.
         let changed = if policies.commit == run.commit_sha {
             Vec::new()
