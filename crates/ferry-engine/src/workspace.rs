@@ -315,8 +315,18 @@ pub(crate) fn write_beneath(root: &Path, dir: &str, name: &str, bytes: &[u8]) ->
 }
 
 /// Writes a file Ferry owns, in a directory Ferry created: created anew (0600), never
-/// through a symlink.
+/// through a symlink, and fsync'd (a record a database row will name).
 pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_new_file(path, bytes)?.sync_all()
+}
+
+/// [`write_new`] for scratch space of a run (its working directory), which a crash throws
+/// away: not fsync'd.
+pub(crate) fn write_scratch(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_new_file(path, bytes).map(drop)
+}
+
+fn write_new_file(path: &Path, bytes: &[u8]) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -330,7 +340,7 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .custom_flags(libc_o_nofollow())
         .open(path)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -593,13 +593,33 @@ impl Store {
     }
 
     /// Records the process group of a running action, so a restarted server can kill it.
+    ///
+    /// Committed without an fsync of its own (`synchronous = NORMAL` for this one statement):
+    /// in WAL mode that survives a crash of the server, which is what the record is for, and
+    /// is lost only with the machine — whose reboot ended the process anyway. The next
+    /// ordinary commit makes it durable too.
     pub async fn set_action_process(&self, id: ActionId, pid: u32, start_time: u64) -> Result<()> {
-        sqlx::query("UPDATE actions SET pid = ?, pid_start_time = ? WHERE id = ?")
+        let _turn = self.writer.clone().lock_owned().await;
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        let result = sqlx::query("UPDATE actions SET pid = ?, pid_start_time = ? WHERE id = ?")
             .bind(pid as i64)
             .bind(start_time as i64)
             .bind(id.0)
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut *conn)
+            .await;
+        // Back to the store's default before the connection serves anyone else; a
+        // connection that cannot be reset is closed rather than returned to the pool.
+        if sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
+            conn.detach();
+        }
+        result?;
         Ok(())
     }
 

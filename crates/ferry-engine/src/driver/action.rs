@@ -204,7 +204,7 @@ async fn run_action_with(
             .await;
             // The action reads the approved bytes from a directory it cannot write.
             let copy = ctx.workdir.plan().join(format!("{env_name}.tfplan"));
-            crate::workspace::write_new(&copy, &bytes)?;
+            crate::workspace::write_scratch(&copy, &bytes)?;
             let copy = copy.to_string_lossy().into_owned();
             exec(
                 engine,
