@@ -7,6 +7,7 @@
 //! the change, so an illegal transition can never be written.
 
 mod access;
+pub mod approval;
 mod ids;
 mod names;
 #[macro_use]

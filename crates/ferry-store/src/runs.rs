@@ -768,72 +768,97 @@ impl Store {
         } else {
             format!("run.{}", decision.as_str())
         };
-        let check = if break_glass {
-            ferry_core::may_approve(&run.triggered_by, run.commit_author.as_deref(), &actor.name)
-        } else {
-            rule.check_member(
-                &run.triggered_by,
-                run.commit_author.as_deref(),
-                &actor.name,
-                &teams,
-            )
-        };
-        if let Err(denied) = check {
-            let err = Error::Denied(denied.to_string());
-            let entry = AuditEntry::new(&audit_action, target)
-                .outcome("denied")
-                .details(
-                    serde_json::json!({ "environment": environment, "reason": err.to_string() }),
-                );
-            let record = self.audit_in(&mut tx, actor, entry).await?;
-            tx.commit().await?;
-            self.audit_committed(&record)?;
-            return Err(err);
-        }
-        let stage_row_opt =
-            sqlx::query("SELECT * FROM stages WHERE run_id = ? AND environment = ? AND kind = ?")
-                .bind(run_id.0)
-                .bind(environment)
-                .bind(StageKind::Approval.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let stage = match stage_row_opt {
-            Some(row) => stage_row(&row)?,
-            None => {
-                return Err(Error::Conflict(format!(
-                    "run {run_id} has no approval step in environment `{environment}`"
-                )))
-            }
-        };
-        if run.status != RunStatus::WaitingForApproval
-            || stage.status != StageStatus::WaitingForApproval
-        {
-            return Err(Error::Conflict(format!(
-                "run {run_id} is not waiting for an approval in `{environment}` (run is {}, approval step is {})",
-                run.status, stage.status
-            )));
-        }
-        let already = sqlx::query(
-            "SELECT 1 FROM approvals WHERE run_id = ? AND environment = ? AND actor = ?",
+        let stage = match sqlx::query(
+            "SELECT * FROM stages WHERE run_id = ? AND environment = ? AND kind = ?",
         )
         .bind(run_id.0)
         .bind(environment)
-        .bind(&actor.name)
+        .bind(StageKind::Approval.as_str())
         .fetch_optional(&mut *tx)
+        .await?
+        {
+            Some(row) => Some(stage_row(&row)?),
+            None => None,
+        };
+        let decisions = sqlx::query(
+            "SELECT actor, decision FROM approvals WHERE run_id = ? AND environment = ?",
+        )
+        .bind(run_id.0)
+        .bind(environment)
+        .fetch_all(&mut *tx)
         .await?;
-        if already.is_some() {
+        let decided_by: Vec<String> = decisions.iter().map(|r| r.get(0)).collect();
+        let mut approvers: Vec<&str> = decisions
+            .iter()
+            .filter(|r| r.get::<&str, _>(1) == Decision::Approve.as_str())
+            .map(|r| r.get(0))
+            .collect();
+        approvers.sort_unstable();
+        approvers.dedup();
+        let plan = plan_in(&mut tx, run_id, environment).await?;
+        let waiting = run.status == RunStatus::WaitingForApproval
+            && stage
+                .as_ref()
+                .is_some_and(|s| s.status == StageStatus::WaitingForApproval);
+        let input = ferry_core::approval::DecisionInput {
+            rule,
+            triggered_by: &run.triggered_by,
+            commit_author: run.commit_author.as_deref(),
+            approver: &actor.name,
+            teams: &teams,
+            verdict: match decision {
+                Decision::Approve => ferry_core::approval::Verdict::Approve,
+                Decision::Reject => ferry_core::approval::Verdict::Reject,
+            },
+            break_glass,
+            comment,
+            has_step: stage.is_some(),
+            waiting,
+            decided_by: &decided_by,
+            approvals: approvers.len() as u32,
+            plan_recorded: plan.is_some(),
+        };
+        let outcome = match ferry_core::approval::decide(&input) {
+            Ok(outcome) => outcome,
+            Err(refusal) => {
+                use ferry_core::approval::{ConflictReason as C, Refusal};
+                let err = match refusal {
+                    Refusal::Invalid(message) => Error::Invalid(message.to_owned()),
+                    Refusal::Denied(denied) => Error::Denied(denied.to_string()),
+                    Refusal::Conflict(C::NoApprovalStep) => Error::Conflict(format!(
+                        "run {run_id} has no approval step in environment `{environment}`"
+                    )),
+                    Refusal::Conflict(C::NotWaiting) => Error::Conflict(format!(
+                        "run {run_id} is not waiting for an approval in `{environment}` (run is {}, approval step is {})",
+                        run.status,
+                        stage.as_ref().map_or("absent".to_owned(), |s| s.status.to_string())
+                    )),
+                    Refusal::Conflict(C::AlreadyDecided) => Error::Conflict(format!(
+                        "{} already decided on run {run_id} in `{environment}`",
+                        actor.name
+                    )),
+                    Refusal::Conflict(C::NoPlan) => Error::Conflict(format!(
+                        "run {run_id} has no plan in `{environment}` to approve"
+                    )),
+                };
+                // A refused identity is audited; a request that was wrong or late is not.
+                if matches!(err, Error::Denied(_)) {
+                    let entry = AuditEntry::new(&audit_action, target)
+                        .outcome("denied")
+                        .details(serde_json::json!({ "environment": environment, "reason": err.to_string() }));
+                    let record = self.audit_in(&mut tx, actor, entry).await?;
+                    tx.commit().await?;
+                    self.audit_committed(&record)?;
+                }
+                return Err(err);
+            }
+        };
+        // `decide` refuses a decision without a step or a plan; this keeps it that way.
+        let (Some(stage), Some(plan)) = (stage, plan) else {
             return Err(Error::Conflict(format!(
-                "{} already decided on run {run_id} in `{environment}`",
-                actor.name
+                "run {run_id} has no approval step or no plan in `{environment}`"
             )));
-        }
-        let plan = plan_in(&mut tx, run_id, environment)
-            .await?
-            .ok_or_else(|| {
-                Error::Conflict(format!(
-                    "run {run_id} has no plan in `{environment}` to approve"
-                ))
-            })?;
+        };
         sqlx::query(
             "INSERT INTO approvals (run_id, environment, decision, comment, actor, created_at, plan_sha256, \
              state_lineage, state_serial, commit_sha, break_glass) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -851,21 +876,18 @@ impl Store {
         .bind(break_glass as i64)
         .execute(&mut *tx)
         .await?;
-        let approvals: i64 = sqlx::query(
-            "SELECT COUNT(DISTINCT actor) FROM approvals WHERE run_id = ? AND environment = ? AND decision = 'approve'",
-        )
-        .bind(run_id.0)
-        .bind(environment)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
+        let approvals = match outcome {
+            ferry_core::approval::Outcome::Counted { approvals, .. }
+            | ferry_core::approval::Outcome::Approved { approvals, .. } => approvals,
+            ferry_core::approval::Outcome::Rejected => approvers.len() as u32,
+        };
         let bound = serde_json::json!({
             "environment": environment, "comment": comment, "plan_sha256": plan.sha256,
             "state_lineage": plan.state.as_ref().map(|b| &b.lineage),
             "state_serial": plan.state.as_ref().map(|b| b.serial),
             "commit": run.commit_sha, "approvals": approvals, "required": rule.required,
         });
-        if decision == Decision::Approve && !break_glass && !rule.satisfied_by(approvals as u32) {
+        if matches!(outcome, ferry_core::approval::Outcome::Counted { .. }) {
             // Recorded, but more distinct approvals are needed before the run continues.
             let entry = run_audit("run.approve", &run, bound);
             let record = self.audit_in(&mut tx, actor, entry).await?;

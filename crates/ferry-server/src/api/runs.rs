@@ -178,19 +178,14 @@ pub(crate) async fn approvals_create(
 ) -> ApiResult<axum::Json<api::Run>> {
     let result = async {
         let decision: Decision = body.decision.parse().map_err(ApiError::bad_request)?;
-        if body.comment.trim().is_empty() {
-            return Err(ApiError::bad_request(if body.break_glass {
-                "a break-glass approval needs a reason (the comment)"
-            } else {
-                "a comment is required"
-            }));
-        }
+        // The request's own rules (`ferry_core::approval`), before any authorisation.
+        let verdict = match decision {
+            Decision::Approve => ferry_core::approval::Verdict::Approve,
+            Decision::Reject => ferry_core::approval::Verdict::Reject,
+        };
+        ferry_core::approval::check_request(verdict, body.break_glass, &body.comment)
+            .map_err(ApiError::bad_request)?;
         let mode = if body.break_glass {
-            if decision != Decision::Approve {
-                return Err(ApiError::bad_request(
-                    "break glass is for approving; a rejection needs no emergency",
-                ));
-            }
             let run = state.engine.run(RunId(id)).await?;
             let target = ferry_core::Target::Environment(&run.project, &body.environment);
             require_audited(
