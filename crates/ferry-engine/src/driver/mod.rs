@@ -9,6 +9,7 @@
 
 mod action;
 mod gate;
+mod policy_stage;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,7 @@ use ferry_store::{Action, ActionEnd, Failure, Hold, Run, RunDetail, Stage};
 
 use crate::{stages, Engine, Error, Result, RunHandle, StopReason};
 use action::{run_action, Credential};
+use policy_stage::policy_check;
 
 /// What woke a waiting driver.
 enum Wake {
@@ -598,7 +600,7 @@ async fn execute_stage(
 }
 
 /// Ends an action in one commit (its credential retired with it) and logs the locks it left.
-async fn end_action(
+pub(super) async fn end_action(
     engine: &Engine,
     ctx: &mut Ctx,
     action: &Action,
@@ -622,7 +624,7 @@ async fn end_action(
 /// Fails the action, its stage and the run in one commit, with `reason` (default: the
 /// action's own failure) as the stage's and the run's reason.
 #[allow(clippy::too_many_arguments)]
-async fn fail(
+pub(super) async fn fail(
     engine: &Engine,
     ctx: &mut Ctx,
     stage: &Stage,
@@ -649,88 +651,6 @@ async fn fail(
         }),
     };
     end_action(engine, ctx, action, &end).await
-}
-
-/// The policy stage's one action: judges the environment's plan in the server (no process,
-/// no state credential). Returns whether it passed; a failure has already failed the stage
-/// and the run (with a `POLICY_VIOLATION` event when findings block).
-async fn policy_check(
-    engine: &Engine,
-    ctx: &mut Ctx,
-    run: &Run,
-    stage: &Stage,
-    action: &Action,
-) -> Result<bool> {
-    let started = Instant::now();
-    let mut lines = Vec::new();
-    let verdict =
-        crate::policy::check(engine, &ctx.spec, run, &stage.environment, &mut lines).await;
-    for line in &lines {
-        sys(ctx, action.id.0, line).await;
-    }
-    let observe = |label: &str| {
-        if let Some(observer) = engine
-            .inner
-            .observer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            observer(&action.kind, label, started.elapsed());
-        }
-    };
-    match verdict? {
-        crate::policy::Verdict::Passed => {
-            observe("succeeded");
-            let end = ActionEnd {
-                event: ActionEvent::Succeed,
-                exit_code: Some(0),
-                error: None,
-                credential: None,
-                failure: None,
-            };
-            end_action(engine, ctx, action, &end).await?;
-            Ok(true)
-        }
-        crate::policy::Verdict::Violation { reason, details } => {
-            observe("failed");
-            sys(ctx, action.id.0, &reason).await;
-            let end = ActionEnd {
-                event: ActionEvent::Fail,
-                exit_code: Some(1),
-                error: Some(&reason),
-                credential: None,
-                failure: Some(Failure {
-                    reason: &reason,
-                    event: Some((ferry_core::EventType::PolicyViolation, details)),
-                }),
-            };
-            end_action(engine, ctx, action, &end).await?;
-            Ok(false)
-        }
-        crate::policy::Verdict::Broken(message) => {
-            observe("failed");
-            sys(
-                ctx,
-                action.id.0,
-                &format!("`{}` could not run: {message}", action.name),
-            )
-            .await;
-            let reason = format!("{} {}: {message}", stage.environment, stage.kind);
-            fail(
-                engine,
-                ctx,
-                stage,
-                action,
-                None,
-                &message,
-                Some(reason),
-                None,
-            )
-            .await?;
-            Ok(false)
-        }
-    }
 }
 
 pub(super) async fn sys(ctx: &mut Ctx, action: i64, text: &str) {
