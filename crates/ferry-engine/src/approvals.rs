@@ -112,7 +112,8 @@ impl Engine {
             .cloned();
         let summary = plan
             .as_ref()
-            .and_then(|p| serde_json::from_str::<PlanSummary>(&p.summary).ok());
+            .map(crate::records::plan_summary)
+            .transpose()?;
         let checks = detail
             .stages
             .iter()
@@ -156,7 +157,9 @@ impl Engine {
             .store()
             .policy_report(run.id.0, environment)
             .await?
-            .and_then(|r| serde_json::from_str::<ferry_policy::Report>(&r.report).ok());
+            .as_ref()
+            .map(crate::records::policy_report)
+            .transpose()?;
         Ok(ApprovalView {
             policy,
             decisions: detail

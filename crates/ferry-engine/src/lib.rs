@@ -23,6 +23,7 @@ mod logs;
 pub mod model;
 mod policy;
 mod projects;
+pub mod records;
 mod requests;
 mod runs;
 pub mod secrets;

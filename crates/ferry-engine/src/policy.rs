@@ -326,7 +326,7 @@ pub(crate) async fn check(
         Err(e) => return Ok(Verdict::Broken(format!("policy check failed: {e}"))),
     };
     log.extend(summary(&report));
-    let json = serde_json::to_string(&report).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    let json = crate::records::encode(&report);
     store
         .record_policy_report(run.id.0, environment, report.blocked(), &json)
         .await?;

@@ -3,6 +3,8 @@
 use ferry_api as api;
 use ferry_engine::model as store;
 
+use crate::error::ApiResult;
+
 pub(crate) fn project(p: store::Project) -> api::Project {
     api::Project {
         name: p.name,
@@ -48,9 +50,9 @@ fn binding(b: Option<store::StateBinding>) -> Option<api::StateBinding> {
     })
 }
 
-pub(crate) fn plan(p: store::Plan) -> api::PlanSummary {
-    let summary: ferry_engine::PlanSummary = serde_json::from_str(&p.summary).unwrap_or_default();
-    api::PlanSummary {
+pub(crate) fn plan(p: store::Plan) -> ApiResult<api::PlanSummary> {
+    let summary = ferry_engine::records::plan_summary(&p)?;
+    Ok(api::PlanSummary {
         environment: p.environment,
         sha256: p.sha256,
         state: binding(p.state),
@@ -67,7 +69,7 @@ pub(crate) fn plan(p: store::Plan) -> api::PlanSummary {
             })
             .collect(),
         created_at: p.created_at,
-    }
+    })
 }
 
 pub(crate) fn approval(a: store::Approval) -> api::Approval {
@@ -131,15 +133,15 @@ pub(crate) fn audit(r: ferry_engine::model::AuditRecord) -> api::AuditEntry {
     }
 }
 
-pub(crate) fn approval_view(v: ferry_engine::ApprovalView) -> api::ApprovalView {
-    api::ApprovalView {
+pub(crate) fn approval_view(v: ferry_engine::ApprovalView) -> ApiResult<api::ApprovalView> {
+    Ok(api::ApprovalView {
         run: run(v.run),
         environment: v.environment,
         approvers: v.rule.approvers,
         required: v.rule.required,
         timeout_seconds: v.timeout.as_secs(),
         waiting_since: v.waiting_since,
-        plan: v.plan.map(plan),
+        plan: v.plan.map(plan).transpose()?,
         checks: v
             .checks
             .into_iter()
@@ -162,7 +164,7 @@ pub(crate) fn approval_view(v: ferry_engine::ApprovalView) -> api::ApprovalView 
         deployed_commit: v.deployed_commit,
         diff_stat: v.diff_stat,
         policy: v.policy.map(policy_report),
-    }
+    })
 }
 
 pub(crate) fn policy_report(r: ferry_policy::Report) -> api::PolicyReport {
@@ -210,7 +212,7 @@ pub(crate) fn waiver(w: store::WaiverRow) -> api::Waiver {
     }
 }
 
-pub(crate) fn run_detail(d: store::RunDetail) -> api::RunDetail {
+pub(crate) fn run_detail(d: store::RunDetail) -> ApiResult<api::RunDetail> {
     let stages = d
         .stages
         .into_iter()
@@ -240,15 +242,15 @@ pub(crate) fn run_detail(d: store::RunDetail) -> api::RunDetail {
                 .collect(),
         })
         .collect();
-    let plans = d.plans.into_iter().map(plan).collect();
+    let plans = d.plans.into_iter().map(plan).collect::<ApiResult<_>>()?;
     let approvals = d.approvals.into_iter().map(approval).collect();
-    api::RunDetail {
+    Ok(api::RunDetail {
         run: run(d.run),
         stages,
         plans,
         approvals,
         policy: Vec::new(),
-    }
+    })
 }
 
 pub(crate) fn token(t: store::Token) -> api::Token {

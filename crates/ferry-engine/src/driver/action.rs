@@ -369,7 +369,7 @@ async fn plan(
             environment: env_name.to_owned(),
             sha256,
             has_changes,
-            summary: serde_json::to_string(&summary).unwrap_or_default(),
+            summary: crate::records::encode(&summary),
             plan_path: plan_path.to_string_lossy().into_owned(),
             json_path: json_path.to_string_lossy().into_owned(),
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

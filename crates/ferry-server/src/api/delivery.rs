@@ -186,5 +186,5 @@ pub(crate) async fn approval_view(
     Path((id, environment)): Path<(i64, String)>,
 ) -> ApiResult<axum::Json<api::ApprovalView>> {
     let view = state.engine.approval_view(RunId(id), &environment).await?;
-    Ok(axum::Json(convert::approval_view(view)))
+    Ok(axum::Json(convert::approval_view(view)?))
 }

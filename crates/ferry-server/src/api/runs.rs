@@ -130,14 +130,17 @@ pub(crate) async fn runs_get(
 ) -> ApiResult<axum::Json<api::RunDetail>> {
     let store = &state.engine;
     let detail = store.run_detail(RunId(id)).await?;
-    let mut detail = convert::run_detail(detail);
+    let mut detail = convert::run_detail(detail)?;
     detail.policy = store
         .policy_reports(id)
         .await?
         .iter()
-        .filter_map(|r| serde_json::from_str::<ferry_policy::Report>(&r.report).ok())
-        .map(convert::policy_report)
-        .collect();
+        .map(|row| {
+            Ok(convert::policy_report(
+                ferry_engine::records::policy_report(row)?,
+            ))
+        })
+        .collect::<ApiResult<_>>()?;
     Ok(axum::Json(detail))
 }
 
