@@ -168,9 +168,13 @@ impl Harness {
         }
     }
 
+    /// Waits until the run is over and its driver is gone (it cleans up after the status).
     async fn finished(&self, run: RunId) -> RunDetail {
-        self.until(run, "the run to finish", |d| d.run.status.is_terminal())
-            .await
+        let detail = self
+            .until(run, "the run to finish", |d| d.run.status.is_terminal())
+            .await;
+        settle(&self.engine, run).await;
+        detail
     }
 
     fn log(&self, run: RunId) -> String {
@@ -510,4 +514,243 @@ async fn a_server_that_died_mid_action_leaves_an_interrupted_run_after_recovery(
     }
     assert!(fresh_count(next.id) > 0);
     assert_eq!(fresh_count(run), 0);
+}
+
+/// Waits until no driver works on the run any more.
+async fn settle(engine: &Engine, run: RunId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while engine.is_active(run) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run}'s driver did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `check` holds for the run's detail, or fails naming `what`.
+async fn until(
+    store: &Store,
+    run: RunId,
+    what: &str,
+    check: impl Fn(&RunDetail) -> bool,
+) -> RunDetail {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let detail = store.run_detail(run).await.unwrap();
+        if check(&detail) {
+            return detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_run_waiting_for_approval_when_the_server_died_resumes_and_takes_the_decision() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    repo.write(
+        "ferry.yaml",
+        "version: 1\nname: net\nterraform: { dir: . }\nenvironments:\n  - name: prod\n    approval: { required: 1 }\n",
+    )
+    .write("main.tf", "resource \"terraform_data\" \"app\" { input = \"x\" }\n");
+    repo.commit("infra");
+    let script = |started: &Started| terraform(started, &|_| Step::ok());
+    // The first server: the run reaches its approval, then the process dies — its runtime is
+    // dropped with every task in it, no shutdown, no cleanup.
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let run = first.block_on(async {
+        let (store, key) = open_store(data.path()).await;
+        store
+            .create_project(&alice(), "net", &repo.path().display().to_string())
+            .await
+            .unwrap();
+        let engine = engine_on(
+            data.path(),
+            work.path(),
+            store.clone(),
+            key,
+            Scripted::new(script),
+        );
+        engine.recover().await.unwrap();
+        let run = engine
+            .trigger(&alice(), "net", &RunRequest::default())
+            .await
+            .unwrap()
+            .id;
+        until(&store, run, "the approval wait", |d| {
+            d.run.status == RunStatus::WaitingForApproval
+        })
+        .await;
+        run
+    });
+    drop(first);
+
+    // The second server recovers: the run still waits (nothing was executing), is announced
+    // as resumed, and an approval given now applies the plan made before the crash.
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let (store, key) = open_store(data.path()).await;
+        let executor = Scripted::new(script);
+        let engine = engine_on(
+            data.path(),
+            work.path(),
+            store.clone(),
+            key,
+            executor.clone(),
+        );
+        engine.recover().await.unwrap();
+        let detail = store.run_detail(run).await.unwrap();
+        assert_eq!(detail.run.status, RunStatus::WaitingForApproval);
+        let events = store
+            .events(&ferry_store::EventFilter {
+                run: Some(run.0),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == ferry_core::EventType::PipelineResumed),
+            "{:?}",
+            events.iter().map(|e| &e.kind).collect::<Vec<_>>()
+        );
+        let planned = detail.plans[0].sha256.clone();
+        engine
+            .decide(
+                &bob(),
+                run,
+                "prod",
+                Decision::Approve,
+                "after the restart",
+                ApprovalMode::Normal,
+            )
+            .await
+            .unwrap();
+        let detail = until(&store, run, "the run to finish", |d| {
+            d.run.status.is_terminal()
+        })
+        .await;
+        assert_eq!(
+            detail.run.status,
+            RunStatus::Succeeded,
+            "{:?}",
+            detail.run.reason
+        );
+        // Exactly one apply, on the new executor, of the plan approved before the crash.
+        let applies: Vec<Started> = executor
+            .started()
+            .into_iter()
+            .filter(|s| s.line().contains(" apply "))
+            .collect();
+        assert_eq!(applies.len(), 1, "{applies:?}");
+        let log = std::fs::read_to_string(engine.log_path(run)).unwrap();
+        assert!(
+            log.contains(&format!("applying the plan with sha256 {planned}")),
+            "{log}"
+        );
+    });
+}
+
+/// A crash at whatever transition the run has reached after `delay`: the next server's
+/// recovery leaves nothing half-done — no action or stage still running, the run finished or
+/// resumable — and the environment is usable by the next run.
+#[test]
+fn a_crash_at_any_moment_is_recovered_to_a_consistent_run() {
+    for delay in [0, 3, 10, 25, 60, 120] {
+        let data = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = GitRepo::new();
+        repo.write("ferry.yaml", TEST_PIPELINE).write(
+            "main.tf",
+            "resource \"terraform_data\" \"app\" { input = \"x\" }\n",
+        );
+        repo.commit("infra");
+        let slow = |started: &Started| {
+            let mut step = terraform(started, &|_| Step::ok());
+            step.duration = Duration::from_millis(15);
+            step
+        };
+        let first = tokio::runtime::Runtime::new().unwrap();
+        let run = first.block_on(async {
+            let (store, key) = open_store(data.path()).await;
+            store
+                .create_project(&alice(), "net", &repo.path().display().to_string())
+                .await
+                .unwrap();
+            let engine = engine_on(data.path(), work.path(), store, key, Scripted::new(slow));
+            engine.recover().await.unwrap();
+            let run = engine
+                .trigger(&alice(), "net", &RunRequest::default())
+                .await
+                .unwrap()
+                .id;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            run
+        });
+        drop(first);
+
+        let second = tokio::runtime::Runtime::new().unwrap();
+        second.block_on(async {
+            let (store, key) = open_store(data.path()).await;
+            let engine = engine_on(
+                data.path(),
+                work.path(),
+                store.clone(),
+                key,
+                Scripted::new(slow),
+            );
+            engine.recover().await.unwrap();
+            let detail = until(&store, run, "the recovered run to finish", |d| {
+                d.run.status.is_terminal()
+            })
+            .await;
+            settle(&engine, run).await;
+            assert!(
+                matches!(
+                    detail.run.status,
+                    RunStatus::Succeeded | RunStatus::Interrupted
+                ),
+                "after {delay} ms: {} ({:?})",
+                detail.run.status,
+                detail.run.reason
+            );
+            assert!(
+                detail
+                    .stages
+                    .iter()
+                    .all(|s| s.status.is_terminal() || s.status == StageStatus::Pending),
+                "after {delay} ms: {:?}",
+                detail.stages
+            );
+            assert!(
+                detail
+                    .actions
+                    .iter()
+                    .all(|a| a.status != ActionStatus::InProgress),
+                "after {delay} ms: {:?}",
+                detail.actions
+            );
+            assert!(!work.path().join(format!("run-{run}")).exists());
+            let next = engine
+                .trigger(&alice(), "net", &RunRequest::default())
+                .await
+                .unwrap()
+                .id;
+            let next = until(&store, next, "the next run", |d| d.run.status.is_terminal()).await;
+            assert_eq!(
+                next.run.status,
+                RunStatus::Succeeded,
+                "after {delay} ms: {:?}",
+                next.run.reason
+            );
+        });
+    }
 }
