@@ -61,7 +61,7 @@ fn legacy_grants() -> Vec<Grant> {
 }
 
 /// Refuses a password shorter than the minimum.
-pub fn check_password(password: &str) -> Result<()> {
+fn check_password(password: &str) -> Result<()> {
     let min = ferry_secrets::password::MIN_PASSWORD_LEN;
     if password.chars().count() < min {
         return Err(Error::WeakPassword { min });

@@ -472,10 +472,7 @@ impl Engine {
     ) -> Result<git::Mirror> {
         let lock = self.repo_lock(project.id);
         let _guard = lock.lock().await;
-        let mirror = git::Mirror {
-            path: self.mirror_path(project.id),
-            options: self.inner.config.git.clone(),
-        };
+        let mirror = self.mirror_of(project);
         if mirror.path.join("HEAD").exists() && mirror.has_commit(commit).await {
             return Ok(mirror);
         }

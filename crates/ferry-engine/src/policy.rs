@@ -392,6 +392,18 @@ pub struct WaiverRequest {
 }
 
 impl Engine {
+    pub async fn waiver(&self, id: i64) -> Result<WaiverRow> {
+        Ok(self.store().waiver(id).await?)
+    }
+
+    pub async fn waivers(&self, project_id: i64, include_revoked: bool) -> Result<Vec<WaiverRow>> {
+        Ok(self.store().waivers(project_id, include_revoked).await?)
+    }
+
+    pub async fn revoke_waiver(&self, actor: &Actor, id: i64) -> Result<WaiverRow> {
+        Ok(self.store().revoke_waiver(actor, id).await?)
+    }
+
     /// Grants a waiver for a finding of `request.run`. Refused (422) for a rule that is
     /// neither built in nor declared by the deploy branch's policies, an expiry in the past or
     /// beyond `policy.max_waiver_days`; refused (403) to the run's triggerer and the commit's

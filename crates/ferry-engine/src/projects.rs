@@ -10,10 +10,6 @@ impl Engine {
         Ok(self.inner.store.project(name).await?)
     }
 
-    pub async fn project_name(&self, id: i64) -> Result<String> {
-        Ok(self.inner.store.project_name(id).await?)
-    }
-
     pub async fn list_projects(&self) -> Result<Vec<Project>> {
         Ok(self.inner.store.list_projects().await?)
     }

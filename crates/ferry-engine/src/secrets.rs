@@ -77,6 +77,26 @@ impl Engine {
             .param_value(self.master_key(), scope, name)
             .await?)
     }
+
+    /// Removes a secret or parameter (every version).
+    pub async fn remove_secret(
+        &self,
+        actor: &Actor,
+        kind: SecretKind,
+        scope: &Scope,
+        name: &SecretName,
+    ) -> Result<SecretMeta> {
+        Ok(self.store().remove_secret(actor, kind, scope, name).await?)
+    }
+
+    /// Metadata of every secret or parameter (of `project` and the global ones).
+    pub async fn list_secrets(
+        &self,
+        kind: SecretKind,
+        project: Option<&str>,
+    ) -> Result<Vec<SecretMeta>> {
+        Ok(self.store().list_secrets(kind, project).await?)
+    }
 }
 
 /// Git credentials of projects: the named secret resolved each time Ferry fetches.

@@ -760,7 +760,7 @@ impl Steps {
     }
 
     /// The processes Ferry starts for each action of `environment` that ran, mirroring
-    /// `ferry-engine/src/driver/action.rs` (`run_action_with`, `plan`); `check_against_log` verifies it.
+    /// `ferry-engine/src/driver/action.rs` (`run_action`, `plan`); `check_against_log` verifies it.
     fn from_run(
         ctx: &Ctx,
         detail: &RunDetail,

@@ -14,19 +14,6 @@ use super::{sys, Ctx};
 use crate::terraform::{self, PlanSummary};
 use crate::{stages, Engine, Error, Result, RunHandle};
 
-/// Executes one action: a user command, or a built-in Terraform step.
-pub(super) async fn run_action(
-    engine: &Engine,
-    handle: &RunHandle,
-    ctx: &mut Ctx,
-    run: &Run,
-    stage: &Stage,
-    action: &Action,
-    credential: &Credential,
-) -> Result<Outcome> {
-    run_action_with(engine, handle, ctx, run, stage, action, credential).await
-}
-
 /// The state-backend credential of one action: it reaches only the run's project and
 /// environment. It is minted in the transaction that starts the action and retired (revoked,
 /// any lock it left released) in the one that ends it (`Store::start_action`/`end_action`).
@@ -76,8 +63,9 @@ impl Credential {
     }
 }
 
+/// Executes one action: a user command, or a built-in Terraform step.
 #[allow(clippy::too_many_arguments)]
-async fn run_action_with(
+pub(super) async fn run_action(
     engine: &Engine,
     handle: &RunHandle,
     ctx: &mut Ctx,

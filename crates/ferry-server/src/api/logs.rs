@@ -42,24 +42,6 @@ fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
     Ok(limit)
 }
 
-async fn finished(state: &AppState, run: RunId) -> ApiResult<bool> {
-    Ok(state.engine.log_complete(run).await?)
-}
-
-async fn read(
-    state: &AppState,
-    run: RunId,
-    offset: u64,
-    limit: usize,
-    action: Option<i64>,
-) -> ApiResult<ferry_engine::model::LogChunk> {
-    Ok(state.engine.read_log(run, offset, limit, action).await?)
-}
-
-async fn check_offset(state: &AppState, run: RunId, offset: u64) -> ApiResult<()> {
-    Ok(state.engine.check_log_offset(run, offset).await?)
-}
-
 /// A page of a run's log.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/logs", params(("id" = i64, Path), LogQuery),
     responses((status = 200, body = api::LogPage), (status = 404, body = api::ErrorBody)))]
@@ -72,10 +54,13 @@ pub(crate) async fn logs_get(
     let run = RunId(id);
     let limit = check_limit(query.limit)?;
     // Decide completeness before reading, so a line written in between is never missed.
-    let was_finished = finished(&state, run).await?;
+    let was_finished = state.engine.log_complete(run).await?;
     let offset = query.offset.unwrap_or(0);
-    check_offset(&state, run, offset).await?;
-    let chunk = read(&state, run, offset, limit, query.action).await?;
+    state.engine.check_log_offset(run, offset).await?;
+    let chunk = state
+        .engine
+        .read_log(run, offset, limit, query.action)
+        .await?;
     // A page short of `limit` is not necessarily the last: a read stops after about 1 MiB
     // (and, with `action`, may skip other actions' lines). Complete means the page reached
     // the end of a log that can no longer grow.
@@ -107,7 +92,7 @@ pub(crate) async fn logs_stream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let offset = resume.or(query.offset).unwrap_or(0);
-    check_offset(&state, run, offset).await?;
+    state.engine.check_log_offset(run, offset).await?;
     let action = query.action;
     let updates = state.engine.log_updates(run);
     let start = Follow {
@@ -124,8 +109,13 @@ pub(crate) async fn logs_stream(
             return None;
         }
         loop {
-            let was_finished = finished(&f.state, f.run).await.unwrap_or(true);
-            let chunk = match read(&f.state, f.run, f.offset, f.limit, f.action).await {
+            let was_finished = f.state.engine.log_complete(f.run).await.unwrap_or(true);
+            let chunk = match f
+                .state
+                .engine
+                .read_log(f.run, f.offset, f.limit, f.action)
+                .await
+            {
                 Ok(chunk) => chunk,
                 Err(_) => {
                     f.done = true;

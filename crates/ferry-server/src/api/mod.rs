@@ -76,6 +76,21 @@ impl Modify for BearerAuth {
 /// 413, 415 and 422 where there is a request body. All carry [`ferry_api::ErrorBody`].
 struct CommonErrors;
 
+/// Every operation of a path.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// Routes anyone may call (see `authz::RULES`).
 const PUBLIC: &[&str] = &[
     "/healthz",
@@ -102,16 +117,7 @@ impl Modify for CommonErrors {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let public = PUBLIC.contains(&path.as_str());
             let names_something = path.contains('{');
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in operations(item) {
                 let mut wanted: Vec<(&str, &str)> = Vec::new();
                 if !public {
                     wanted.push(("401", "no valid token or session"));
@@ -161,23 +167,16 @@ impl Modify for Constraints {
         };
         use utoipa::openapi::RefOr;
 
-        let pattern = |pattern: &str, max: usize| {
+        let pattern = |pattern: &str, max: Option<usize>| {
             RefOr::T(Schema::Object(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
                     .pattern(Some(pattern))
-                    .max_length(Some(max))
+                    .max_length(max)
                     .build(),
             ))
         };
-        let string = |pattern: &str| {
-            RefOr::T(Schema::Object(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some(pattern))
-                    .build(),
-            ))
-        };
+        let string = |rule: &str| pattern(rule, None);
         let statuses = || {
             RefOr::T(Schema::Object(
                 ObjectBuilder::new()
@@ -202,55 +201,30 @@ impl Modify for Constraints {
             let secret_path =
                 path.starts_with("/api/v1/secrets") || path.starts_with("/api/v1/params");
             let state_path = path.starts_with("/api/v1/states/");
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in operations(item) {
                 for parameter in operation.parameters.iter_mut().flatten() {
-                    match (&parameter.parameter_in, parameter.name.as_str()) {
+                    let schema = match (&parameter.parameter_in, parameter.name.as_str()) {
                         // The scope of a secret or parameter (`secrets::check_scope`).
                         (ParameterIn::Query, "project" | "env") if secret_path => {
-                            parameter.schema = Some(string(&optional_name));
-                            continue;
+                            string(&optional_name)
                         }
-                        (ParameterIn::Query, "name") if state_path => {
-                            parameter.schema = Some(string(&optional_name));
-                            continue;
-                        }
-                        (ParameterIn::Query, "ref") => {
-                            parameter.schema = Some(string(REF_PATTERN));
-                            continue;
-                        }
-                        (ParameterIn::Query, "status") if path == "/api/v1/runs" => {
-                            parameter.schema = Some(statuses());
-                            continue;
-                        }
+                        (ParameterIn::Query, "name") if state_path => string(&optional_name),
+                        (ParameterIn::Query, "ref") => string(REF_PATTERN),
+                        (ParameterIn::Query, "status") if path == "/api/v1/runs" => statuses(),
                         (ParameterIn::Query, "type") if path.starts_with("/api/v1/events") => {
-                            parameter.schema = Some(string(&event_types));
-                            continue;
+                            string(&event_types)
                         }
-                        _ => {}
-                    }
-                    let rule = match (&parameter.parameter_in, parameter.name.as_str()) {
-                        (ParameterIn::Path, "name") if secret_path => Some((
+                        (ParameterIn::Path, "name") if secret_path => pattern(
                             SECRET_NAME_PATTERN,
-                            ferry_engine::model::MAX_SECRET_NAME_LEN,
-                        )),
+                            Some(ferry_engine::model::MAX_SECRET_NAME_LEN),
+                        ),
                         (
                             ParameterIn::Path,
                             "project" | "environment" | "team" | "user" | "name",
-                        ) => Some((NAME_PATTERN, NAME_MAX_LEN)),
-                        _ => None,
+                        ) => pattern(NAME_PATTERN, Some(NAME_MAX_LEN)),
+                        _ => continue,
                     };
-                    if let Some((rule, max)) = rule {
-                        parameter.schema = Some(pattern(rule, max));
-                    }
+                    parameter.schema = Some(schema);
                 }
             }
         }

@@ -13,20 +13,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::AppState;
 
-/// Parses `ROLE[@PROJECT[/ENVIRONMENT]]` entries, checking the names in them.
+/// Parses `ROLE[@PROJECT[/ENVIRONMENT]]` entries (`Grant::parse` checks the names in them).
 pub(crate) fn parse_grants(entries: &[String]) -> Result<Vec<Grant>, ApiError> {
     entries
         .iter()
         .map(|e| {
-            let grant = Grant::parse(e)
-                .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_grant", m))?;
-            if let Some(p) = &grant.project {
-                super::projects::check_name("project", p)?;
-            }
-            if let Some(env) = &grant.environment {
-                super::projects::check_name("environment", env)?;
-            }
-            Ok(grant)
+            Grant::parse(e)
+                .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_grant", m))
         })
         .collect()
 }

@@ -434,6 +434,28 @@ async fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         Some(ferry_core::RunStatus::ALL.len()),
         "{status}"
     );
+    // Body fields carry the rule as literals in `ferry_api` (which depends on no ferry
+    // crate): they must be the same rule.
+    for (schema, field) in [
+        ("ProjectCreate", "name"),
+        ("TokenCreate", "name"),
+        ("UserCreate", "name"),
+        ("TeamCreate", "name"),
+        ("TeamMember", "user"),
+        ("ApprovalCreate", "environment"),
+    ] {
+        let property = &doc.json["components"]["schemas"][schema]["properties"][field];
+        assert_eq!(
+            property["pattern"],
+            ferry_core::NAME_PATTERN,
+            "{schema}.{field}: {property}"
+        );
+        assert_eq!(
+            property["maxLength"],
+            ferry_core::NAME_MAX_LEN,
+            "{schema}.{field}: {property}"
+        );
+    }
     let scopes = &doc.json["components"]["schemas"]["TokenCreate"]["properties"]["scopes"];
     assert_eq!(
         scopes["items"]["pattern"],
